@@ -1,0 +1,121 @@
+"""Loading of libremote_directory and the ctypes declarations of its C API.
+
+The library is looked up, in this order:
+
+1. the file named by the environment variable ``REMOTE_DIRECTORY_LIB``;
+2. ``ctypes.util.find_library("remote_directory")`` (the system's library paths);
+3. ``target/release/libremote_directory.so`` of the repository this package's source
+   lives in (works when the package is used from a checkout or installed with
+   ``pip install -e ./python``).
+
+Every function is declared with explicit ``argtypes`` and ``restype``: the handle is an
+opaque ``c_void_p``, results are ``c_uint32`` and strings are ``c_char_p`` (NUL-terminated
+byte strings; callers must reject embedded NUL bytes before calling, since ctypes would
+silently truncate at the first one).
+
+The library is loaded with :class:`ctypes.CDLL`, not :class:`ctypes.PyDLL`: CDLL releases
+the GIL for the duration of every foreign call, so a thread blocked in network I/O inside
+``directory_auth`` or ``directory_rcpt`` does not stop other Python threads
+(``tests/test_threads.py`` proves it against the real servers).
+"""
+
+import ctypes
+import ctypes.util
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["lib", "lib_path"]
+
+ENV_VAR = "REMOTE_DIRECTORY_LIB"
+_LIB_NAME = "remote_directory"
+
+
+def _dev_candidates():
+    # python/remote_directory/_ffi.py -> repository root is two levels above the package.
+    here = Path(__file__).resolve().parent
+    root = here.parent.parent
+    names = ["libremote_directory.so"]
+    if sys.platform == "darwin":
+        names = ["libremote_directory.dylib"]
+    for name in names:
+        yield root / "target" / "release" / name
+
+
+def _find():
+    """Return (path, how) of the library to load, or raise ImportError."""
+    tried = []
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return env, "$" + ENV_VAR
+    tried.append("${} (unset)".format(ENV_VAR))
+
+    found = ctypes.util.find_library(_LIB_NAME)
+    if found:
+        return found, "ctypes.util.find_library"
+    tried.append("ctypes.util.find_library({!r}) (not found)".format(_LIB_NAME))
+
+    for cand in _dev_candidates():
+        if cand.is_file():
+            return str(cand), "repository build"
+        tried.append("{} (no such file)".format(cand))
+
+    raise ImportError(
+        "remote_directory: cannot find libremote_directory. Tried: "
+        + "; ".join(tried)
+        + ". Build it with `cargo build --release` in the repository, or set "
+        + ENV_VAR
+        + " to the path of libremote_directory.so."
+    )
+
+
+# name: (restype, argtypes)
+_SIGNATURES = {
+    "directory_open": (
+        ctypes.c_uint32,
+        [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)],
+    ),
+    "directory_open_str": (
+        ctypes.c_uint32,
+        [ctypes.c_char_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p)],
+    ),
+    "directory_auth": (
+        ctypes.c_uint32,
+        [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p],
+    ),
+    "directory_rcpt": (ctypes.c_uint32, [ctypes.c_void_p, ctypes.c_char_p]),
+    "directory_is_local_domain": (ctypes.c_uint32, [ctypes.c_void_p, ctypes.c_char_p]),
+    "directory_close": (None, [ctypes.c_void_p]),
+    # The returned strings are owned by the library; c_char_p copies them into bytes at once.
+    "directory_last_error": (ctypes.c_char_p, []),
+    "directory_result_name": (ctypes.c_char_p, [ctypes.c_uint32]),
+    "directory_version": (ctypes.c_char_p, []),
+}
+
+
+def _load():
+    path, how = _find()
+    try:
+        # CDLL (not PyDLL): the GIL is released while the foreign function runs.
+        dll = ctypes.CDLL(path)
+    except OSError as exc:
+        raise ImportError(
+            "remote_directory: cannot load libremote_directory from {} (found via {}): {}".format(
+                path, how, exc
+            )
+        ) from exc
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        try:
+            fn = getattr(dll, name)
+        except AttributeError as exc:
+            raise ImportError(
+                "remote_directory: {} does not export {}(); is it an old or foreign build?".format(
+                    path, name
+                )
+            ) from exc
+        fn.restype = restype
+        fn.argtypes = argtypes
+    return dll, path
+
+
+lib, lib_path = _load()

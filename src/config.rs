@@ -1,0 +1,633 @@
+//! Configuration: Stalwart's `directory.<name>` keys (both generations) into typed settings.
+//!
+//! Only the `directory` table is read, so a whole Stalwart configuration file can be given.
+//! Inside the selected directory every key is known or it is an error naming it: a typo such
+//! as `allow-invalid-cert` must not silently leave a default in force.
+
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Value;
+
+/// Which protocol the remote server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Imap,
+    Smtp,
+    Lmtp,
+}
+
+impl Protocol {
+    fn default_port(self, implicit_tls: bool) -> u16 {
+        match (self, implicit_tls) {
+            (Protocol::Imap, true) => 993,
+            (Protocol::Imap, false) => 143,
+            (Protocol::Smtp, true) => 465,
+            (Protocol::Smtp, false) => 25,
+            (Protocol::Lmtp, _) => 24,
+        }
+    }
+}
+
+/// Which TLS implementation carries the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsBackend {
+    /// rustls with the ring provider: always built.
+    Rustls,
+    /// The platform's TLS (OpenSSL on Linux): only with the `native-tls` cargo feature.
+    Native,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// TLS from the first byte; otherwise STARTTLS when the server offers it.
+    pub implicit: bool,
+    /// Accept any certificate. For tests only.
+    pub dangerous_allow_invalid_certs: bool,
+    /// Extra trusted CAs, PEM.
+    pub ca_file: Option<PathBuf>,
+    pub backend: TlsBackend,
+}
+
+/// The result cache (performance issue); `None` in [`Settings`] when `cache.*` is absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Most entries kept.
+    pub size: usize,
+    /// How long an existing recipient is remembered.
+    pub ttl_positive: Duration,
+    /// How long an unknown recipient is remembered.
+    pub ttl_negative: Duration,
+    /// How long a successful login is remembered (as a salted hash); `None`: never.
+    pub auth_ttl: Option<Duration>,
+}
+
+/// Everything one directory handle needs, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The directory's name (`directory.<name>`).
+    pub name: String,
+    pub protocol: Protocol,
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsSettings,
+    /// Bound on one call's network work: connect, TLS, every read and write together.
+    pub timeout: Duration,
+    /// RCPT TO commands on one connection before it is ended.
+    pub max_rcpts: u32,
+    /// Failed authentications on one connection before it is ended.
+    pub max_auth_errors: u32,
+    /// Local domains, lower case, without a trailing dot.
+    pub domains: Vec<String>,
+    pub max_connections: usize,
+    /// Idle connections kept open ahead of demand.
+    pub min_idle: usize,
+    /// Longest wait for a free connection slot.
+    pub wait_timeout: Duration,
+    pub cache: Option<CacheSettings>,
+}
+
+impl Settings {
+    /// `host:port` as it appears in messages.
+    pub fn server(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Files larger than this are not configuration files.
+const MAX_FILE_SIZE: u64 = 16 << 20;
+const MAX_CONNECTIONS: i64 = 10_000;
+const MAX_CACHE_ENTRIES: i64 = 10_000_000;
+
+/// Reads `path` and selects directory `name` (or the only one when `name` is `None`).
+pub fn load_file(path: &Path, name: Option<&str>) -> Result<Settings> {
+    let origin = path.display().to_string();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::config(format!("{origin}: cannot read configuration: {e}")))?;
+    if meta.len() > MAX_FILE_SIZE {
+        return Err(Error::config(format!(
+            "{origin}: configuration file is larger than {MAX_FILE_SIZE} bytes"
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::config(format!("{origin}: cannot read configuration: {e}")))?;
+    load(&text, name, &origin, path.parent())
+}
+
+/// Parses TOML text given directly; relative `tls.ca-file` paths are taken as they are.
+pub fn load_str(text: &str, name: Option<&str>) -> Result<Settings> {
+    load(text, name, "<string>", None)
+}
+
+fn load(text: &str, name: Option<&str>, origin: &str, base: Option<&Path>) -> Result<Settings> {
+    let root: toml::Table = toml::from_str(text).map_err(|e| syntax_error(origin, text, &e))?;
+    let err = |msg: String| Error::config(format!("{origin}: {msg}"));
+    let directories = match root.get("directory") {
+        Some(Value::Table(t)) => t,
+        Some(_) => return Err(err("directory: expected a table".into())),
+        None => return Err(err("no [directory.<name>] table".into())),
+    };
+    let names = || {
+        directories
+            .keys()
+            .map(|k| format!("'{k}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (name, table) = match name {
+        Some(n) => match directories.get(n) {
+            Some(t) => (n, t),
+            None => {
+                return Err(err(format!(
+                    "no directory named '{n}'; defined: {}",
+                    if directories.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names()
+                    }
+                )))
+            }
+        },
+        None => {
+            let mut it = directories.iter();
+            match (it.next(), it.next()) {
+                (Some((n, t)), None) => (n.as_str(), t),
+                (None, _) => return Err(err("no [directory.<name>] table".into())),
+                _ => {
+                    return Err(err(format!(
+                        "several directories defined ({}): give a directory name",
+                        names()
+                    )))
+                }
+            }
+        }
+    };
+    let Value::Table(table) = table else {
+        return Err(err(format!("directory.{name}: expected a table")));
+    };
+    let mut keys = BTreeMap::new();
+    flatten("", table, &mut keys);
+    let mut reader = KeyReader {
+        origin,
+        prefix: format!("directory.{name}"),
+        keys,
+    };
+    let settings = reader.settings(name, base)?;
+    reader.reject_unknown()?;
+    Ok(settings)
+}
+
+/// `file: line N: message` for TOML syntax errors (a duplicate table included).
+fn syntax_error(origin: &str, text: &str, e: &toml::de::Error) -> Error {
+    let line = e
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let message = e.message().trim_end();
+    match line {
+        Some(line) => Error::config(format!("{origin}: line {line}: {message}")),
+        None => Error::config(format!("{origin}: {message}")),
+    }
+}
+
+/// Dotted keys to leaf values: `[x.tls] implicit = true` and `tls.implicit = true` are one key.
+fn flatten<'a>(prefix: &str, table: &'a toml::Table, out: &mut BTreeMap<String, &'a Value>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            Value::Table(t) => flatten(&key, t, out),
+            _ => {
+                out.insert(key, v);
+            }
+        }
+    }
+}
+
+struct KeyReader<'a> {
+    origin: &'a str,
+    prefix: String,
+    /// Keys not yet consumed; what is left at the end is unknown.
+    keys: BTreeMap<String, &'a Value>,
+}
+
+impl<'a> KeyReader<'a> {
+    fn error(&self, key: &str, msg: impl std::fmt::Display) -> Error {
+        Error::config(format!("{}: {}.{key}: {msg}", self.origin, self.prefix))
+    }
+
+    /// Takes `key` or its `alias`; both present is an error.
+    fn take(&mut self, key: &str, alias: Option<&str>) -> Result<Option<(String, &'a Value)>> {
+        let a = self.keys.remove(key).map(|v| (key.to_string(), v));
+        let b = alias.and_then(|al| self.keys.remove(al).map(|v| (al.to_string(), v)));
+        match (a, b) {
+            (Some(_), Some((bk, _))) => Err(self.error(
+                key,
+                format!("set twice, also as '{}.{bk}'; keep one", self.prefix),
+            )),
+            (a, b) => Ok(a.or(b)),
+        }
+    }
+
+    fn string(&mut self, key: &str, alias: Option<&str>) -> Result<Option<String>> {
+        match self.take(key, alias)? {
+            None => Ok(None),
+            Some((_, Value::String(s))) => Ok(Some(s.clone())),
+            Some((k, v)) => Err(self.error(&k, format!("expected a string, found {}", v.type_str()))),
+        }
+    }
+
+    fn boolean(&mut self, key: &str, alias: Option<&str>) -> Result<Option<bool>> {
+        match self.take(key, alias)? {
+            None => Ok(None),
+            Some((_, Value::Boolean(b))) => Ok(Some(*b)),
+            Some((k, v)) => Err(self.error(&k, format!("expected true or false, found {}", v.type_str()))),
+        }
+    }
+
+    fn integer(&mut self, key: &str, alias: Option<&str>, min: i64, max: i64) -> Result<Option<i64>> {
+        match self.take(key, alias)? {
+            None => Ok(None),
+            Some((k, Value::Integer(i))) if *i < min || *i > max => {
+                Err(self.error(&k, format!("{i} is out of range {min}..={max}")))
+            }
+            Some((_, Value::Integer(i))) => Ok(Some(*i)),
+            Some((k, v)) => Err(self.error(&k, format!("expected an integer, found {}", v.type_str()))),
+        }
+    }
+
+    fn duration(&mut self, key: &str, alias: Option<&str>) -> Result<Option<Duration>> {
+        let parsed = match self.take(key, alias)? {
+            None => return Ok(None),
+            Some((k, Value::Integer(i))) => (k, u64::try_from(*i).ok().map(Duration::from_secs)),
+            Some((k, Value::String(s))) => (k, parse_duration(s)),
+            Some((k, v)) => {
+                return Err(self.error(&k, format!("expected a duration such as \"30s\", found {}", v.type_str())))
+            }
+        };
+        match parsed {
+            (_, Some(d)) if !d.is_zero() && d <= Duration::from_secs(86_400) => Ok(Some(d)),
+            (k, _) => Err(self.error(
+                &k,
+                "expected a duration between 1ms and 1d, such as \"500ms\", \"30s\", \"2m\" or an integer of seconds",
+            )),
+        }
+    }
+
+    fn domains(&mut self) -> Result<Vec<String>> {
+        let values: Vec<&Value> = match self.take("lookup.domains", None)? {
+            None => return Ok(Vec::new()),
+            Some((_, Value::Array(a))) => a.iter().collect(),
+            Some((_, v @ Value::String(_))) => vec![v],
+            Some((k, v)) => return Err(self.error(&k, format!("expected a list of domains, found {}", v.type_str()))),
+        };
+        let mut out = Vec::with_capacity(values.len());
+        for v in values {
+            match v {
+                Value::String(s) => {
+                    let d = normalize_domain(s);
+                    if d.is_empty() || d.len() > 255 || d.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+                        return Err(self.error("lookup.domains", format!("'{s}' is not a domain")));
+                    }
+                    out.push(d);
+                }
+                other => {
+                    return Err(self.error("lookup.domains", format!("expected strings, found {}", other.type_str())))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn settings(&mut self, name: &str, base: Option<&Path>) -> Result<Settings> {
+        let protocol = match self.string("type", None)?.as_deref() {
+            Some("imap") => Protocol::Imap,
+            Some("smtp") => Protocol::Smtp,
+            Some("lmtp") => Protocol::Lmtp,
+            Some(other) => {
+                return Err(self.error("type", format!("unknown type '{other}'; expected imap, smtp or lmtp")))
+            }
+            None => return Err(self.error("type", "missing; expected imap, smtp or lmtp")),
+        };
+        let host = match self.string("address", Some("host"))? {
+            Some(h) if valid_host(&h) => h,
+            Some(h) => return Err(self.error("address", format!("'{h}' is not a host name or IP address"))),
+            None => return Err(self.error("address", "missing: the remote server's host name or IP address")),
+        };
+        let implicit = self.boolean("tls.implicit", Some("tls.enable"))?.unwrap_or(false);
+        let backend = match self.string("tls.backend", None)?.as_deref() {
+            None | Some("rustls") => TlsBackend::Rustls,
+            Some("native") if cfg!(feature = "native-tls") => TlsBackend::Native,
+            Some("native") => {
+                return Err(self.error("tls.backend", "\"native\" needs the library built with the native-tls feature"))
+            }
+            Some(other) => {
+                return Err(self.error("tls.backend", format!("unknown backend '{other}'; expected rustls or native")))
+            }
+        };
+        let tls = TlsSettings {
+            implicit,
+            dangerous_allow_invalid_certs: self.boolean("tls.allow-invalid-certs", None)?.unwrap_or(false),
+            ca_file: self.string("tls.ca-file", None)?.map(|f| match base {
+                Some(dir) => dir.join(f),
+                None => PathBuf::from(f),
+            }),
+            backend,
+        };
+        let port = match self.integer("port", None, 1, 65535)? {
+            Some(p) => p as u16,
+            None => protocol.default_port(implicit),
+        };
+        let timeout = self.duration("timeout", None)?.unwrap_or(Duration::from_secs(30));
+        let max_rcpts = self.integer("limits.rcpt", None, 1, 1_000_000)?.unwrap_or(10) as u32;
+        let max_auth_errors = self.integer("limits.auth-errors", None, 1, 1_000_000)?.unwrap_or(3) as u32;
+        let domains = self.domains()?;
+        let max_connections = self
+            .integer("pool.max-connections", None, 1, MAX_CONNECTIONS)?
+            .unwrap_or(10) as usize;
+        let min_idle = self.integer("pool.min-idle", None, 0, MAX_CONNECTIONS)?.unwrap_or(0) as usize;
+        if min_idle > max_connections {
+            return Err(self.error(
+                "pool.min-idle",
+                format!("{min_idle} is more than pool.max-connections ({max_connections})"),
+            ));
+        }
+        let wait_timeout = self.duration("pool.timeout.wait", None)?.unwrap_or(Duration::from_secs(30));
+        let cache = self.cache()?;
+        Ok(Settings {
+            name: name.to_string(),
+            protocol,
+            host,
+            port,
+            tls,
+            timeout,
+            max_rcpts,
+            max_auth_errors,
+            domains,
+            max_connections,
+            min_idle,
+            wait_timeout,
+            cache,
+        })
+    }
+
+    fn cache(&mut self) -> Result<Option<CacheSettings>> {
+        let size = self.integer("cache.size", Some("cache.entries"), 1, MAX_CACHE_ENTRIES)?;
+        let ttl_positive = self.duration("cache.ttl.positive", None)?;
+        let ttl_negative = self.duration("cache.ttl.negative", None)?;
+        let auth_ttl = self.duration("cache.auth-ttl", None)?;
+        if size.is_none() && ttl_positive.is_none() && ttl_negative.is_none() && auth_ttl.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(CacheSettings {
+            size: size.unwrap_or(1024) as usize,
+            ttl_positive: ttl_positive.unwrap_or(Duration::from_secs(3600)),
+            ttl_negative: ttl_negative.unwrap_or(Duration::from_secs(600)),
+            auth_ttl,
+        }))
+    }
+
+    fn reject_unknown(&self) -> Result<()> {
+        match self.keys.keys().next() {
+            Some(k) => Err(self.error(k, "unknown key")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `"500ms"`, `"30s"`, `"2m"`, `"1h"`, `"1d"`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => None,
+    }?;
+    Some(Duration::from_millis(ms))
+}
+
+/// Lower case, one trailing dot removed: the form domains are compared in.
+pub fn normalize_domain(d: &str) -> String {
+    d.strip_suffix('.').unwrap_or(d).to_lowercase()
+}
+
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> Result<Settings> {
+        load_str(text, None)
+    }
+
+    fn config_error(text: &str) -> String {
+        let e = cfg(text).expect_err("expected a CONFIG error");
+        assert_eq!(e.kind(), crate::error::Kind::Config);
+        e.to_string()
+    }
+
+    const MINIMAL: &str = "[directory.imap]\ntype = \"imap\"\naddress = \"imap.example.org\"\n";
+
+    #[test]
+    fn defaults_per_type_and_tls_mode() {
+        let cases = [
+            ("imap", "false", 143),
+            ("imap", "true", 993),
+            ("smtp", "false", 25),
+            ("smtp", "true", 465),
+            ("lmtp", "false", 24),
+            ("lmtp", "true", 24),
+        ];
+        for (ty, implicit, port) in cases {
+            let text = format!(
+                "[directory.d]\ntype = \"{ty}\"\naddress = \"h\"\ntls.implicit = {implicit}\n"
+            );
+            let s = cfg(&text).unwrap();
+            assert_eq!(s.port, port, "{ty} implicit={implicit}");
+        }
+        let s = cfg(MINIMAL).unwrap();
+        assert_eq!(s.timeout, Duration::from_secs(30));
+        assert_eq!((s.max_rcpts, s.max_auth_errors), (10, 3));
+        assert_eq!((s.max_connections, s.min_idle), (10, 0));
+        assert_eq!(s.wait_timeout, Duration::from_secs(30));
+        assert!(!s.tls.implicit && !s.tls.dangerous_allow_invalid_certs);
+        assert_eq!(s.tls.backend, TlsBackend::Rustls);
+        assert!(s.domains.is_empty() && s.cache.is_none());
+        assert_eq!(s.server(), "imap.example.org:143");
+    }
+
+    #[test]
+    fn both_key_generations_read_the_same() {
+        let old = "[directory.x]\ntype = \"smtp\"\nhost = \"mx\"\n[directory.x.tls]\nenable = true\nallow-invalid-certs = true\n[directory.x.cache]\nentries = 50\nttl = {positive = \"1h\", negative = \"10m\"}\n";
+        let new = "[directory.x]\ntype = \"smtp\"\naddress = \"mx\"\ntls.implicit = true\ntls.allow-invalid-certs = true\ncache.size = 50\ncache.ttl.positive = 3600\ncache.ttl.negative = \"10m\"\n";
+        let a = cfg(old).unwrap();
+        assert_eq!(a, cfg(new).unwrap());
+        assert_eq!(a.port, 465);
+        let c = a.cache.unwrap();
+        assert_eq!((c.size, c.ttl_positive, c.ttl_negative), (50, Duration::from_secs(3600), Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn all_keys_are_read() {
+        let text = r#"
+[directory.lmtp]
+type = "lmtp"
+address = "127.0.0.1"
+port = 11200
+timeout = "500ms"
+tls.ca-file = "ca.pem"
+limits = { rcpt = 5, auth-errors = 2 }
+lookup.domains = ["Example.ORG.", "example.com"]
+pool = { max-connections = 4, min-idle = 1, timeout.wait = "2m" }
+cache.auth-ttl = "1m"
+"#;
+        let s = cfg(text).unwrap();
+        assert_eq!(s.protocol, Protocol::Lmtp);
+        assert_eq!(s.port, 11200);
+        assert_eq!(s.timeout, Duration::from_millis(500));
+        assert_eq!(s.tls.ca_file.as_deref(), Some(Path::new("ca.pem")));
+        assert_eq!((s.max_rcpts, s.max_auth_errors), (5, 2));
+        assert_eq!(s.domains, ["example.org", "example.com"]);
+        assert_eq!((s.max_connections, s.min_idle), (4, 1));
+        assert_eq!(s.wait_timeout, Duration::from_secs(120));
+        assert_eq!(s.cache.unwrap().auth_ttl, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn whole_stalwart_file_with_other_tables_opens() {
+        let text = r#"
+[server]
+hostname = "mx.example.org"
+[server.listener."smtp"]
+bind = ["[::]:25"]
+protocol = "smtp"
+[storage]
+directory = "imap"
+[store."rocksdb"]
+type = "rocksdb"
+path = "/var/lib/stalwart"
+[directory."imap"]
+type = "imap"
+address = "127.0.0.1"
+port = 993
+[directory."imap".pool]
+max-connections = 10
+[directory."imap".pool.timeout]
+wait = "30s"
+[directory."imap".tls]
+implicit = true
+allow-invalid-certs = true
+[directory."imap".lookup]
+domains = ["example.org"]
+"#;
+        let s = load_str(text, Some("imap")).unwrap();
+        assert_eq!(s.port, 993);
+        assert!(s.tls.implicit);
+        assert_eq!(s.name, "imap");
+    }
+
+    #[test]
+    fn stalwart_doc_example_with_duplicate_table_fails_clearly() {
+        // Stalwart's documentation defines [directory."imap".tls] twice.
+        let text = "[directory.\"imap\"]\ntype = \"imap\"\naddress = \"imap.example.org\"\nport = 993\n\n[directory.\"imap\".tls]\nimplicit = true\nallow-invalid-certs = false\n\n[directory.\"lmtp\"]\ntype = \"lmtp\"\naddress = \"127.0.0.1\"\nport = 11200\n\n[directory.\"imap\".tls]\nimplicit = false\nallow-invalid-certs = true\n";
+        let msg = config_error(text);
+        assert!(msg.starts_with("<string>: line 15: "), "{msg}");
+        assert!(msg.to_lowercase().contains("duplicate"), "{msg}");
+    }
+
+    #[test]
+    fn config_errors_name_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("[directory.d]\naddress = \"h\"\n", "directory.d.type: missing"),
+            ("[directory.d]\ntype = \"imap\"\n", "directory.d.address: missing"),
+            ("[directory.d]\ntype = \"ldap\"\naddress = \"h\"\n", "directory.d.type: unknown type 'ldap'"),
+            ("[directory.d]\ntype = \"imap\"\naddress = \"h\"\ntls.allow-invalid-cert = true\n", "directory.d.tls.allow-invalid-cert: unknown key"),
+            ("[directory.d]\ntype = \"imap\"\naddress = \"h\"\nport = \"993\"\n", "directory.d.port: expected an integer, found string"),
+            ("[directory.d]\ntype = \"imap\"\naddress = \"h\"\nport = 70000\n", "directory.d.port: 70000 is out of range"),
+            ("[directory.d]\ntype = \"imap\"\naddress = \"h\"\ntimeout = \"soon\"\n", "directory.d.timeout: expected a duration"),
+            ("[directory.d]\ntype = \"imap\"\naddress = \"h\"\ntimeout = \"0s\"\n", "directory.d.timeout: expected a duration"),
+            ("[directory.d]\ntype = \"imap\"\naddress = \"h\"\ntls.implicit = \"yes\"\n", "directory.d.tls.implicit: expected true or false"),
+            ("[directory.d]\ntype = \"imap\"\naddress = \"h\"\nhost = \"h\"\n", "directory.d.address: set twice"),
+            ("[directory.d]\ntype = \"imap\"\naddress = \"h\"\nlookup.domains = [1]\n", "directory.d.lookup.domains: expected strings"),
+            ("[directory.d]\ntype = \"imap\"\naddress = \"h\"\npool.max-connections = 0\n", "directory.d.pool.max-connections: 0 is out of range"),
+            ("[directory.d]\ntype = \"imap\"\naddress = \"h\"\ntls.backend = \"gnutls\"\n", "directory.d.tls.backend: unknown backend"),
+            ("[directory.d]\ntype = \"imap\"\naddress = \"h h\"\n", "directory.d.address: 'h h' is not a host"),
+            ("[server]\nx = 1\n", "no [directory.<name>] table"),
+            ("directory = 3\n", "directory: expected a table"),
+            ("[directory.a]\ntype = \"imap\"\naddress = \"h\"\n[directory.b]\ntype = \"imap\"\naddress = \"h\"\n", "several directories defined ('a', 'b')"),
+            ("[directory.d]\ntype = \"imap\"\naddress = \"h\"\nlimits.rcpt = 0\n", "directory.d.limits.rcpt: 0 is out of range"),
+        ];
+        for (text, expected) in cases {
+            let msg = config_error(text);
+            assert!(msg.starts_with("<string>: "), "{msg}");
+            assert!(msg.contains(expected), "for {text:?}: got {msg:?}, expected {expected:?}");
+        }
+    }
+
+    #[test]
+    fn syntax_error_names_the_line() {
+        let msg = config_error("[directory.d]\ntype = \"imap\"\naddress = \n");
+        assert!(msg.starts_with("<string>: line 3: "), "{msg}");
+    }
+
+    #[test]
+    fn unknown_name_lists_the_names() {
+        let e = load_str(MINIMAL, Some("smtp")).unwrap_err();
+        assert_eq!(e.to_string(), "<string>: no directory named 'smtp'; defined: 'imap'");
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let e = load_file(Path::new("/nonexistent/remote-directory.toml"), None).unwrap_err();
+        assert!(e.to_string().starts_with("/nonexistent/remote-directory.toml: cannot read configuration"), "{e}");
+        let dir = std::env::temp_dir().join(format!("rd-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "[directory.d]\ntype = \"imap\"\naddress = \"h\"\ntls.ca-file = \"ca.pem\"\n").unwrap();
+        let s = load_file(&path, None).unwrap();
+        assert_eq!(s.tls.ca_file, Some(dir.join("ca.pem")), "relative to the file's folder");
+        std::fs::write(&path, "[directory.d]\ntype = \"imap\"\naddress = \"h\"\nbogus = 1\n").unwrap();
+        let e = load_file(&path, None).unwrap_err();
+        assert_eq!(e.to_string(), format!("{}: directory.d.bogus: unknown key", path.display()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn durations() {
+        let cases = [
+            ("500ms", Some(500)),
+            ("30s", Some(30_000)),
+            ("2m", Some(120_000)),
+            ("1h", Some(3_600_000)),
+            ("1d", Some(86_400_000)),
+            ("7", Some(7_000)),
+            ("", None),
+            ("s", None),
+            ("5x", None),
+            ("-1s", None),
+            ("99999999999999999999s", None),
+        ];
+        for (text, ms) in cases {
+            assert_eq!(parse_duration(text), ms.map(Duration::from_millis), "{text:?}");
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! remote-directory: ask a remote IMAP, SMTP or LMTP server whether a password is right and
+//! whether a recipient exists, from Rust or through the C API in [`ffi`].
+//!
+//! Stalwart Mail Server's "remote directory", made into a small blocking, thread-safe library.
+#![deny(unsafe_code)]
+
+pub mod config;
+mod directory;
+pub mod error;
+pub mod imap;
+mod net;
+mod pool;
+mod secret;
+mod session;
+pub mod smtp;
+
+#[allow(unsafe_code)]
+pub mod ffi;
+
+pub use directory::{Directory, MAX_ADDRESS, MAX_DOMAIN, MAX_SECRET, MAX_USER};
+pub use error::{Error, Kind, Result};

@@ -1,0 +1,122 @@
+//! Idle sessions of one handle, the bound on open connections, and waiting for a slot.
+//!
+//! The lock is held only to pop or push; all I/O happens outside it.
+
+use crate::error::{Error, Kind, Result};
+use crate::session::Session;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+struct State {
+    /// Ready sessions, most recently used last (reused first: least likely to be stale).
+    idle: Vec<Session>,
+    /// Connections counted against the limit: idle ones plus those lent out.
+    open: usize,
+}
+
+pub struct Pool {
+    state: Mutex<State>,
+    freed: Condvar,
+    max: usize,
+    wait: Duration,
+}
+
+/// The right to use one connection: an idle session, or room to open a new one. Dropping
+/// the slot without [`Slot::release`] gives the room back (a panic cannot leak it).
+pub struct Slot<'a> {
+    pool: &'a Pool,
+    session: Option<Session>,
+    /// A session went back to the idle list: the connection stays counted.
+    kept: bool,
+}
+
+impl Pool {
+    pub fn new(max: usize, wait: Duration) -> Self {
+        Pool {
+            state: Mutex::new(State { idle: Vec::new(), open: 0 }),
+            freed: Condvar::new(),
+            max,
+            wait,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere cannot leave State inconsistent: every update is one statement.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits up to `pool.timeout.wait` for an idle session or room for a new connection.
+    pub fn acquire(&self) -> Result<Slot<'_>> {
+        let deadline = Instant::now() + self.wait;
+        let mut state = self.lock();
+        loop {
+            if let Some(session) = state.idle.pop() {
+                return Ok(Slot { pool: self, session: Some(session), kept: false });
+            }
+            if state.open < self.max {
+                state.open += 1;
+                return Ok(Slot { pool: self, session: None, kept: false });
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::new(
+                    Kind::PoolTimeout,
+                    format!(
+                        "all {} connections (pool.max-connections) stayed busy for {:?} (pool.timeout.wait)",
+                        self.max, self.wait
+                    ),
+                ));
+            }
+            state = self
+                .freed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+    }
+
+    /// Removes every idle session (at close, or when one turned out stale: its siblings
+    /// were most likely closed by the same server timeout or restart).
+    pub fn drain_idle(&self) -> Vec<Session> {
+        let mut state = self.lock();
+        let drained = std::mem::take(&mut state.idle);
+        state.open -= drained.len();
+        drop(state);
+        self.freed.notify_all();
+        drained
+    }
+
+    /// Connections open now (idle and lent out), for tests and statistics.
+    pub fn open_connections(&self) -> usize {
+        self.lock().open
+    }
+
+    pub fn idle_connections(&self) -> usize {
+        self.lock().idle.len()
+    }
+}
+
+impl Slot<'_> {
+    /// The idle session this slot came with, if any (taken once).
+    pub fn take_idle(&mut self) -> Option<Session> {
+        self.session.take()
+    }
+
+    /// Gives the slot back: with a session, which then waits idle for the next call.
+    pub fn release(mut self, session: Option<Session>) {
+        if let Some(session) = session {
+            self.pool.lock().idle.push(session);
+            self.kept = true;
+        }
+        // Drop wakes a waiter and, without a session, frees the room.
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.pool.lock().open -= 1;
+        }
+        self.pool.freed.notify_one();
+    }
+}
