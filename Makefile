@@ -48,9 +48,10 @@ TOOLS    = example directory-check checkpassword-remote-directory policy-remote-
 PAM      = pam_remote_directory.so
 PROGRAMS = $(addprefix $(BUILD)/,$(TOOLS) $(PAM))
 
-# In-tree programs find the library in target/release; installed ones in $(LIBDIR),
+# In-tree programs find the library through $(BUILD)/lib/$(SONAME), a link to the one in
+# target/release (cargo does not create the SONAME link); installed ones in $(LIBDIR),
 # unless that is a directory the dynamic linker searches anyway.
-BUILD_RPATH   = -Wl,-rpath,$(CURDIR)/$(RELEASE)
+BUILD_RPATH   = -Wl,-rpath,$(CURDIR)/$(BUILD)/lib
 SYSTEM_LIBDIRS = /lib /usr/lib /lib64 /usr/lib64 /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu
 INSTALL_RPATH = $(if $(filter $(SYSTEM_LIBDIRS),$(LIBDIR)),,-Wl,-rpath,$(LIBDIR))
 
@@ -73,11 +74,15 @@ programs: lib
 $(BUILD):
 	mkdir -p $@
 
+$(BUILD)/lib/$(SONAME): | $(BUILD)
+	mkdir -p $(BUILD)/lib
+	ln -sf $(CURDIR)/$(SO) $@
+
 $(BUILD)/example $(BUILD)/directory-check $(BUILD)/checkpassword-remote-directory: \
-		$(BUILD)/%: $(SRC)/%.c $(HEADER) $(SO) | $(BUILD)
+		$(BUILD)/%: $(SRC)/%.c $(HEADER) $(SO) | $(BUILD)/lib/$(SONAME)
 	$(CC) $(WARN) $(CFLAGS) -Iinclude -o $@ $< $(LDFLAGS) -L$(RELEASE) $(BUILD_RPATH) -lremote_directory
 
-$(BUILD)/policy-remote-directory: $(SRC)/policy-remote-directory.c $(HEADER) $(SO) | $(BUILD)
+$(BUILD)/policy-remote-directory: $(SRC)/policy-remote-directory.c $(HEADER) $(SO) | $(BUILD)/lib/$(SONAME)
 	$(CC) $(WARN) $(CFLAGS) -pthread -Iinclude -o $@ $< $(LDFLAGS) -L$(RELEASE) $(BUILD_RPATH) \
 		-lremote_directory
 

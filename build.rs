@@ -11,7 +11,8 @@ fn main() {
     let major = std::env::var("CARGO_PKG_VERSION_MAJOR").unwrap_or_default();
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libremote_directory.so.{major}");
 
-    let config = cbindgen::Config::from_file(format!("{crate_dir}/cbindgen.toml")).expect("cbindgen.toml is valid");
+    let config = cbindgen::Config::from_file(format!("{crate_dir}/cbindgen.toml"))
+        .expect("cbindgen.toml is valid");
     match cbindgen::Builder::new()
         .with_crate(&crate_dir)
         .with_config(config)

@@ -26,8 +26,8 @@
 
 #define DEFAULT_CONFIG "/etc/remote-directory.toml"
 #define EXIT_USAGE 64 /* EX_USAGE of sysexits.h */
-/* The library refuses secrets over 4096 bytes; leave room to notice. */
-#define PASSWORD_MAX 4096
+/* The library refuses longer secrets (4096 bytes); the buffer has room to notice. */
+#define PASSWORD_MAX DIRECTORY_MAX_SECRET
 
 static void usage(FILE *out)
 {

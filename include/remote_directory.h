@@ -6,21 +6,24 @@
 #include <stdint.h>
 
 /*
- Longest accepted values, in bytes (DESIGN.md).
+ Longest user name accepted by `directory_auth`, in bytes (NUL excluded).
  */
-#define MAX_USER 320
-
-#define MAX_SECRET 4096
-
-#define MAX_ADDRESS 320
-
-#define MAX_DOMAIN 255
+#define DIRECTORY_MAX_USER 320
 
 /*
- Longest line accepted from a server, CRLF included. Capability lines of real servers are
- well under 1 KiB; anything near this bound is garbage or an attack on memory.
+ Longest secret accepted by `directory_auth`, in bytes.
  */
-#define MAX_LINE 8192
+#define DIRECTORY_MAX_SECRET 4096
+
+/*
+ Longest address accepted by `directory_rcpt`, in bytes.
+ */
+#define DIRECTORY_MAX_ADDRESS 320
+
+/*
+ Longest domain accepted by `directory_is_local_domain`, in bytes.
+ */
+#define DIRECTORY_MAX_DOMAIN 255
 
 /*
  Result of every call. Values are ABI: never renumbered, never reused.

@@ -240,7 +240,9 @@ impl<'a> KeyReader<'a> {
         match self.take(key, alias)? {
             None => Ok(None),
             Some((_, Value::String(s))) => Ok(Some(s.clone())),
-            Some((k, v)) => Err(self.error(&k, format!("expected a string, found {}", v.type_str()))),
+            Some((k, v)) => {
+                Err(self.error(&k, format!("expected a string, found {}", v.type_str())))
+            }
         }
     }
 
@@ -248,18 +250,29 @@ impl<'a> KeyReader<'a> {
         match self.take(key, alias)? {
             None => Ok(None),
             Some((_, Value::Boolean(b))) => Ok(Some(*b)),
-            Some((k, v)) => Err(self.error(&k, format!("expected true or false, found {}", v.type_str()))),
+            Some((k, v)) => Err(self.error(
+                &k,
+                format!("expected true or false, found {}", v.type_str()),
+            )),
         }
     }
 
-    fn integer(&mut self, key: &str, alias: Option<&str>, min: i64, max: i64) -> Result<Option<i64>> {
+    fn integer(
+        &mut self,
+        key: &str,
+        alias: Option<&str>,
+        min: i64,
+        max: i64,
+    ) -> Result<Option<i64>> {
         match self.take(key, alias)? {
             None => Ok(None),
             Some((k, Value::Integer(i))) if *i < min || *i > max => {
                 Err(self.error(&k, format!("{i} is out of range {min}..={max}")))
             }
             Some((_, Value::Integer(i))) => Ok(Some(*i)),
-            Some((k, v)) => Err(self.error(&k, format!("expected an integer, found {}", v.type_str()))),
+            Some((k, v)) => {
+                Err(self.error(&k, format!("expected an integer, found {}", v.type_str())))
+            }
         }
     }
 
@@ -269,7 +282,13 @@ impl<'a> KeyReader<'a> {
             Some((k, Value::Integer(i))) => (k, u64::try_from(*i).ok().map(Duration::from_secs)),
             Some((k, Value::String(s))) => (k, parse_duration(s)),
             Some((k, v)) => {
-                return Err(self.error(&k, format!("expected a duration such as \"30s\", found {}", v.type_str())))
+                return Err(self.error(
+                    &k,
+                    format!(
+                        "expected a duration such as \"30s\", found {}",
+                        v.type_str()
+                    ),
+                ))
             }
         };
         match parsed {
@@ -286,20 +305,31 @@ impl<'a> KeyReader<'a> {
             None => return Ok(Vec::new()),
             Some((_, Value::Array(a))) => a.iter().collect(),
             Some((_, v @ Value::String(_))) => vec![v],
-            Some((k, v)) => return Err(self.error(&k, format!("expected a list of domains, found {}", v.type_str()))),
+            Some((k, v)) => {
+                return Err(self.error(
+                    &k,
+                    format!("expected a list of domains, found {}", v.type_str()),
+                ))
+            }
         };
         let mut out = Vec::with_capacity(values.len());
         for v in values {
             match v {
                 Value::String(s) => {
                     let d = normalize_domain(s);
-                    if d.is_empty() || d.len() > 255 || d.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+                    if d.is_empty()
+                        || d.len() > 255
+                        || d.bytes().any(|b| b.is_ascii_control() || b == b' ')
+                    {
                         return Err(self.error("lookup.domains", format!("'{s}' is not a domain")));
                     }
                     out.push(d);
                 }
                 other => {
-                    return Err(self.error("lookup.domains", format!("expected strings, found {}", other.type_str())))
+                    return Err(self.error(
+                        "lookup.domains",
+                        format!("expected strings, found {}", other.type_str()),
+                    ))
                 }
             }
         }
@@ -312,29 +342,49 @@ impl<'a> KeyReader<'a> {
             Some("smtp") => Protocol::Smtp,
             Some("lmtp") => Protocol::Lmtp,
             Some(other) => {
-                return Err(self.error("type", format!("unknown type '{other}'; expected imap, smtp or lmtp")))
+                return Err(self.error(
+                    "type",
+                    format!("unknown type '{other}'; expected imap, smtp or lmtp"),
+                ))
             }
             None => return Err(self.error("type", "missing; expected imap, smtp or lmtp")),
         };
         let host = match self.string("address", Some("host"))? {
             Some(h) if valid_host(&h) => h,
-            Some(h) => return Err(self.error("address", format!("'{h}' is not a host name or IP address"))),
-            None => return Err(self.error("address", "missing: the remote server's host name or IP address")),
+            Some(h) => {
+                return Err(self.error("address", format!("'{h}' is not a host name or IP address")))
+            }
+            None => {
+                return Err(self.error(
+                    "address",
+                    "missing: the remote server's host name or IP address",
+                ))
+            }
         };
-        let implicit = self.boolean("tls.implicit", Some("tls.enable"))?.unwrap_or(false);
+        let implicit = self
+            .boolean("tls.implicit", Some("tls.enable"))?
+            .unwrap_or(false);
         let backend = match self.string("tls.backend", None)?.as_deref() {
             None | Some("rustls") => TlsBackend::Rustls,
             Some("native") if cfg!(feature = "native-tls") => TlsBackend::Native,
             Some("native") => {
-                return Err(self.error("tls.backend", "\"native\" needs the library built with the native-tls feature"))
+                return Err(self.error(
+                    "tls.backend",
+                    "\"native\" needs the library built with the native-tls feature",
+                ))
             }
             Some(other) => {
-                return Err(self.error("tls.backend", format!("unknown backend '{other}'; expected rustls or native")))
+                return Err(self.error(
+                    "tls.backend",
+                    format!("unknown backend '{other}'; expected rustls or native"),
+                ))
             }
         };
         let tls = TlsSettings {
             implicit,
-            dangerous_allow_invalid_certs: self.boolean("tls.allow-invalid-certs", None)?.unwrap_or(false),
+            dangerous_allow_invalid_certs: self
+                .boolean("tls.allow-invalid-certs", None)?
+                .unwrap_or(false),
             ca_file: self.string("tls.ca-file", None)?.map(|f| match base {
                 Some(dir) => dir.join(f),
                 None => PathBuf::from(f),
@@ -345,21 +395,31 @@ impl<'a> KeyReader<'a> {
             Some(p) => p as u16,
             None => protocol.default_port(implicit),
         };
-        let timeout = self.duration("timeout", None)?.unwrap_or(Duration::from_secs(30));
-        let max_rcpts = self.integer("limits.rcpt", None, 1, 1_000_000)?.unwrap_or(10) as u32;
-        let max_auth_errors = self.integer("limits.auth-errors", None, 1, 1_000_000)?.unwrap_or(3) as u32;
+        let timeout = self
+            .duration("timeout", None)?
+            .unwrap_or(Duration::from_secs(30));
+        let max_rcpts = self
+            .integer("limits.rcpt", None, 1, 1_000_000)?
+            .unwrap_or(10) as u32;
+        let max_auth_errors = self
+            .integer("limits.auth-errors", None, 1, 1_000_000)?
+            .unwrap_or(3) as u32;
         let domains = self.domains()?;
         let max_connections = self
             .integer("pool.max-connections", None, 1, MAX_CONNECTIONS)?
             .unwrap_or(10) as usize;
-        let min_idle = self.integer("pool.min-idle", None, 0, MAX_CONNECTIONS)?.unwrap_or(0) as usize;
+        let min_idle = self
+            .integer("pool.min-idle", None, 0, MAX_CONNECTIONS)?
+            .unwrap_or(0) as usize;
         if min_idle > max_connections {
             return Err(self.error(
                 "pool.min-idle",
                 format!("{min_idle} is more than pool.max-connections ({max_connections})"),
             ));
         }
-        let wait_timeout = self.duration("pool.timeout.wait", None)?.unwrap_or(Duration::from_secs(30));
+        let wait_timeout = self
+            .duration("pool.timeout.wait", None)?
+            .unwrap_or(Duration::from_secs(30));
         let cache = self.cache()?;
         Ok(Settings {
             name: name.to_string(),
@@ -383,7 +443,8 @@ impl<'a> KeyReader<'a> {
         let ttl_positive = self.duration("cache.ttl.positive", None)?;
         let ttl_negative = self.duration("cache.ttl.negative", None)?;
         let auth_ttl = self.duration("cache.auth-ttl", None)?;
-        if size.is_none() && ttl_positive.is_none() && ttl_negative.is_none() && auth_ttl.is_none() {
+        if size.is_none() && ttl_positive.is_none() && ttl_negative.is_none() && auth_ttl.is_none()
+        {
             return Ok(None);
         }
         Ok(Some(CacheSettings {
@@ -483,7 +544,10 @@ mod tests {
         assert_eq!(a, cfg(new).unwrap());
         assert_eq!(a.port, 465);
         let c = a.cache.unwrap();
-        assert_eq!((c.size, c.ttl_positive, c.ttl_negative), (50, Duration::from_secs(3600), Duration::from_secs(600)));
+        assert_eq!(
+            (c.size, c.ttl_positive, c.ttl_negative),
+            (50, Duration::from_secs(3600), Duration::from_secs(600))
+        );
     }
 
     #[test]
@@ -579,7 +643,10 @@ domains = ["example.org"]
         for (text, expected) in cases {
             let msg = config_error(text);
             assert!(msg.starts_with("<string>: "), "{msg}");
-            assert!(msg.contains(expected), "for {text:?}: got {msg:?}, expected {expected:?}");
+            assert!(
+                msg.contains(expected),
+                "for {text:?}: got {msg:?}, expected {expected:?}"
+            );
         }
     }
 
@@ -592,22 +659,44 @@ domains = ["example.org"]
     #[test]
     fn unknown_name_lists_the_names() {
         let e = load_str(MINIMAL, Some("smtp")).unwrap_err();
-        assert_eq!(e.to_string(), "<string>: no directory named 'smtp'; defined: 'imap'");
+        assert_eq!(
+            e.to_string(),
+            "<string>: no directory named 'smtp'; defined: 'imap'"
+        );
     }
 
     #[test]
     fn file_errors_name_the_file() {
         let e = load_file(Path::new("/nonexistent/remote-directory.toml"), None).unwrap_err();
-        assert!(e.to_string().starts_with("/nonexistent/remote-directory.toml: cannot read configuration"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/remote-directory.toml: cannot read configuration"),
+            "{e}"
+        );
         let dir = std::env::temp_dir().join(format!("rd-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.toml");
-        std::fs::write(&path, "[directory.d]\ntype = \"imap\"\naddress = \"h\"\ntls.ca-file = \"ca.pem\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "[directory.d]\ntype = \"imap\"\naddress = \"h\"\ntls.ca-file = \"ca.pem\"\n",
+        )
+        .unwrap();
         let s = load_file(&path, None).unwrap();
-        assert_eq!(s.tls.ca_file, Some(dir.join("ca.pem")), "relative to the file's folder");
-        std::fs::write(&path, "[directory.d]\ntype = \"imap\"\naddress = \"h\"\nbogus = 1\n").unwrap();
+        assert_eq!(
+            s.tls.ca_file,
+            Some(dir.join("ca.pem")),
+            "relative to the file's folder"
+        );
+        std::fs::write(
+            &path,
+            "[directory.d]\ntype = \"imap\"\naddress = \"h\"\nbogus = 1\n",
+        )
+        .unwrap();
         let e = load_file(&path, None).unwrap_err();
-        assert_eq!(e.to_string(), format!("{}: directory.d.bogus: unknown key", path.display()));
+        assert_eq!(
+            e.to_string(),
+            format!("{}: directory.d.bogus: unknown key", path.display())
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -627,7 +716,11 @@ domains = ["example.org"]
             ("99999999999999999999s", None),
         ];
         for (text, ms) in cases {
-            assert_eq!(parse_duration(text), ms.map(Duration::from_millis), "{text:?}");
+            assert_eq!(
+                parse_duration(text),
+                ms.map(Duration::from_millis),
+                "{text:?}"
+            );
         }
     }
 }

@@ -8,11 +8,14 @@ use crate::session::{Outcome, Session};
 use std::path::Path;
 use std::time::Instant;
 
-/// Longest accepted values, in bytes (DESIGN.md).
-pub const MAX_USER: usize = 320;
-pub const MAX_SECRET: usize = 4096;
-pub const MAX_ADDRESS: usize = 320;
-pub const MAX_DOMAIN: usize = 255;
+/// Longest user name accepted by `directory_auth`, in bytes (NUL excluded).
+pub const DIRECTORY_MAX_USER: usize = 320;
+/// Longest secret accepted by `directory_auth`, in bytes.
+pub const DIRECTORY_MAX_SECRET: usize = 4096;
+/// Longest address accepted by `directory_rcpt`, in bytes.
+pub const DIRECTORY_MAX_ADDRESS: usize = 320;
+/// Longest domain accepted by `directory_is_local_domain`, in bytes.
+pub const DIRECTORY_MAX_DOMAIN: usize = 255;
 
 /// A remote directory: its settings, its TLS context and its idle connections. Shared by
 /// any number of threads; every call blocks the calling thread only.
@@ -34,10 +37,18 @@ impl Directory {
     }
 
     pub fn with_settings(settings: Settings) -> Result<Self> {
-        let tls = TlsContext::new(&settings)
-            .map_err(|e| Error::new(e.kind(), format!("directory.{}.{}", settings.name, e.detail())))?;
+        let tls = TlsContext::new(&settings).map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!("directory.{}.{}", settings.name, e.detail()),
+            )
+        })?;
         let pool = Pool::new(settings.max_connections, settings.wait_timeout);
-        Ok(Directory { settings, tls, pool })
+        Ok(Directory {
+            settings,
+            tls,
+            pool,
+        })
     }
 
     pub fn settings(&self) -> &Settings {
@@ -47,7 +58,7 @@ impl Directory {
     /// Is `secret` the password of `user`? `Ok(())` when the server accepted it;
     /// `Kind::Rejected` when it refused it; other kinds when nothing was decided.
     pub fn auth(&self, user: &str, secret: &str) -> Result<()> {
-        check_text("user", user, MAX_USER)?;
+        check_text("user", user, DIRECTORY_MAX_USER)?;
         check_secret(secret)?;
         self.call(|session| session.auth(&self.settings, user, secret))
     }
@@ -60,7 +71,10 @@ impl Directory {
         if self.settings.protocol == Protocol::Imap {
             return Err(Error::new(
                 Kind::Unsupported,
-                format!("directory '{}' is of type imap: it cannot check recipients", self.settings.name),
+                format!(
+                    "directory '{}' is of type imap: it cannot check recipients",
+                    self.settings.name
+                ),
             ));
         }
         self.call(|session| session.rcpt(&self.settings, address))
@@ -69,14 +83,17 @@ impl Directory {
     /// Is `domain` in `lookup.domains`? Case-insensitive; a trailing dot is ignored.
     /// `Kind::Rejected` when it is not. No network.
     pub fn is_local_domain(&self, domain: &str) -> Result<()> {
-        check_text("domain", domain, MAX_DOMAIN)?;
+        check_text("domain", domain, DIRECTORY_MAX_DOMAIN)?;
         let wanted = normalize_domain(domain);
-        if self.settings.domains.iter().any(|d| *d == wanted) {
+        if self.settings.domains.contains(&wanted) {
             Ok(())
         } else {
             Err(Error::new(
                 Kind::Rejected,
-                format!("'{domain}' is not in directory.{}.lookup.domains", self.settings.name),
+                format!(
+                    "'{domain}' is not in directory.{}.lookup.domains",
+                    self.settings.name
+                ),
             ))
         }
     }
@@ -152,12 +169,12 @@ fn check_text(what: &str, value: &str, max: usize) -> Result<()> {
 }
 
 fn check_secret(secret: &str) -> Result<()> {
-    check_common("secret", secret, MAX_SECRET)
+    check_common("secret", secret, DIRECTORY_MAX_SECRET)
 }
 
 /// A mailbox for `RCPT TO:<...>`: no angle brackets, spaces only inside a quoted local part.
 fn check_address(address: &str) -> Result<()> {
-    check_text("address", address, MAX_ADDRESS)?;
+    check_text("address", address, DIRECTORY_MAX_ADDRESS)?;
     if address.contains(['<', '>']) {
         return Err(Error::input("address contains '<' or '>'"));
     }
@@ -168,7 +185,9 @@ fn check_address(address: &str) -> Result<()> {
             _ if escaped => escaped = false,
             '\\' if quoted => escaped = true,
             '"' => quoted = !quoted,
-            ' ' | '\t' if !quoted => return Err(Error::input("address contains a space outside quotes")),
+            ' ' | '\t' if !quoted => {
+                return Err(Error::input("address contains a space outside quotes"))
+            }
             _ => {}
         }
     }
@@ -193,39 +212,88 @@ mod tests {
     #[test]
     fn local_domains_ignore_case_and_trailing_dot() {
         let d = dir();
-        for yes in ["example.org", "EXAMPLE.ORG", "example.org.", "Mail.Example.Net"] {
+        for yes in [
+            "example.org",
+            "EXAMPLE.ORG",
+            "example.org.",
+            "Mail.Example.Net",
+        ] {
             assert!(d.is_local_domain(yes).is_ok(), "{yes}");
         }
-        for no in ["example.com", "sub.example.org", "example.org..", "xample.org"] {
-            assert_eq!(d.is_local_domain(no).unwrap_err().kind(), Kind::Rejected, "{no}");
+        for no in [
+            "example.com",
+            "sub.example.org",
+            "example.org..",
+            "xample.org",
+        ] {
+            assert_eq!(
+                d.is_local_domain(no).unwrap_err().kind(),
+                Kind::Rejected,
+                "{no}"
+            );
         }
-        assert_eq!(d.is_local_domain("").unwrap_err().kind(), Kind::InvalidInput);
+        assert_eq!(
+            d.is_local_domain("").unwrap_err().kind(),
+            Kind::InvalidInput
+        );
     }
 
     #[test]
     fn bad_input_is_refused_before_any_connection() {
         let d = dir();
-        let long = "a".repeat(MAX_ADDRESS + 1);
-        for bad in ["", "a\r\nb@x", "a\nb", "a\0b", "<a@b>", "a>b", "a b@x", "\"a b@x", long.as_str(), "a\tb@x", "a\x1b@x"] {
+        let long = "a".repeat(DIRECTORY_MAX_ADDRESS + 1);
+        for bad in [
+            "",
+            "a\r\nb@x",
+            "a\nb",
+            "a\0b",
+            "<a@b>",
+            "a>b",
+            "a b@x",
+            "\"a b@x",
+            long.as_str(),
+            "a\tb@x",
+            "a\x1b@x",
+        ] {
             let e = d.rcpt(bad).unwrap_err();
             assert_eq!(e.kind(), Kind::InvalidInput, "{bad:?}: {e}");
         }
         assert!(check_address("\"john doe\"@example.org").is_ok());
         assert!(check_address("\"a\\\" b\"@x").is_ok());
-        let e = d.auth("alice", &"p".repeat(MAX_SECRET + 1)).unwrap_err();
+        let e = d
+            .auth("alice", &"p".repeat(DIRECTORY_MAX_SECRET + 1))
+            .unwrap_err();
         assert_eq!(e.kind(), Kind::InvalidInput);
         assert!(!e.to_string().contains("ppp"), "never echo the secret");
         assert_eq!(d.auth("alice", "").unwrap_err().kind(), Kind::InvalidInput);
-        assert_eq!(d.auth("alice", "a\rb").unwrap_err().kind(), Kind::InvalidInput);
-        assert_eq!(d.auth(&"u".repeat(MAX_USER + 1), "x").unwrap_err().kind(), Kind::InvalidInput);
-        assert_eq!(d.auth("al\nice", "x").unwrap_err().kind(), Kind::InvalidInput);
+        assert_eq!(
+            d.auth("alice", "a\rb").unwrap_err().kind(),
+            Kind::InvalidInput
+        );
+        assert_eq!(
+            d.auth(&"u".repeat(DIRECTORY_MAX_USER + 1), "x")
+                .unwrap_err()
+                .kind(),
+            Kind::InvalidInput
+        );
+        assert_eq!(
+            d.auth("al\nice", "x").unwrap_err().kind(),
+            Kind::InvalidInput
+        );
         assert_eq!(d.open_connections(), 0, "nothing was sent");
     }
 
     #[test]
     fn rcpt_on_imap_is_unsupported() {
-        let d = Directory::open_str("[directory.i]\ntype = \"imap\"\naddress = \"127.0.0.1\"\nport = 1\n", None).unwrap();
-        assert_eq!(d.rcpt("alice@example.org").unwrap_err().kind(), Kind::Unsupported);
+        let d = Directory::open_str(
+            "[directory.i]\ntype = \"imap\"\naddress = \"127.0.0.1\"\nport = 1\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            d.rcpt("alice@example.org").unwrap_err().kind(),
+            Kind::Unsupported
+        );
     }
 
     #[test]
@@ -237,6 +305,10 @@ mod tests {
         .err()
         .unwrap();
         assert_eq!(e.kind(), Kind::Config);
-        assert!(e.to_string().contains("directory.d.tls.ca-file: /nonexistent/ca.pem: cannot read"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("directory.d.tls.ca-file: /nonexistent/ca.pem: cannot read"),
+            "{e}"
+        );
     }
 }

@@ -146,7 +146,13 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub(crate) fn printable(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
         .chars()
-        .map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c })
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -178,7 +184,10 @@ mod tests {
 
     #[test]
     fn printable_removes_controls_and_bad_utf8() {
-        assert_eq!(printable(b"550 no\0such\x1b[31m \xff user"), "550 no\u{fffd}such\u{fffd}[31m \u{fffd} user");
+        assert_eq!(
+            printable(b"550 no\0such\x1b[31m \xff user"),
+            "550 no\u{fffd}such\u{fffd}[31m \u{fffd} user"
+        );
         assert_eq!(printable("ok wörd\t!".as_bytes()), "ok wörd\t!");
     }
 

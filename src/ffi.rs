@@ -4,8 +4,14 @@
 //! `DIRECTORY_RESULT_INTERNAL` instead of unwinding into C. Arguments are checked by the
 //! `handle!` and `input!` macros before anything else happens.
 #![allow(non_camel_case_types)]
+// The exported functions take raw pointers from C, where `unsafe fn` means nothing; each
+// function's documentation states the pointer contract instead (as rustls-ffi does).
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
-use crate::directory::{Directory, MAX_ADDRESS, MAX_DOMAIN, MAX_SECRET, MAX_USER};
+use crate::directory::{
+    Directory, DIRECTORY_MAX_ADDRESS, DIRECTORY_MAX_DOMAIN, DIRECTORY_MAX_SECRET,
+    DIRECTORY_MAX_USER,
+};
 use crate::error::{Error, Kind};
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
@@ -224,11 +230,15 @@ pub extern "C" fn directory_open_str(
 /// the library's copies are zeroized. Thread-safe: any number of threads may call this on one
 /// handle at once.
 #[no_mangle]
-pub extern "C" fn directory_auth(dir: *mut directory, user: *const c_char, secret: *const c_char) -> directory_result {
+pub extern "C" fn directory_auth(
+    dir: *mut directory,
+    user: *const c_char,
+    secret: *const c_char,
+) -> directory_result {
     boundary! {
         let dir = handle!(dir);
-        let user = input!(user, "user", MAX_USER);
-        let secret = input!(secret, "secret", MAX_SECRET);
+        let user = input!(user, "user", DIRECTORY_MAX_USER);
+        let secret = input!(secret, "secret", DIRECTORY_MAX_SECRET);
         finish(dir.auth(user, secret))
     }
 }
@@ -244,7 +254,7 @@ pub extern "C" fn directory_auth(dir: *mut directory, user: *const c_char, secre
 pub extern "C" fn directory_rcpt(dir: *mut directory, address: *const c_char) -> directory_result {
     boundary! {
         let dir = handle!(dir);
-        let address = input!(address, "address", MAX_ADDRESS);
+        let address = input!(address, "address", DIRECTORY_MAX_ADDRESS);
         finish(dir.rcpt(address))
     }
 }
@@ -253,10 +263,13 @@ pub extern "C" fn directory_rcpt(dir: *mut directory, address: *const c_char) ->
 /// ignored): OK if it is, REJECTED if not, INVALID_INPUT for bad input. No network traffic.
 /// Thread-safe.
 #[no_mangle]
-pub extern "C" fn directory_is_local_domain(dir: *const directory, domain: *const c_char) -> directory_result {
+pub extern "C" fn directory_is_local_domain(
+    dir: *const directory,
+    domain: *const c_char,
+) -> directory_result {
     boundary! {
         let dir = handle!(dir);
-        let domain = input!(domain, "domain", MAX_DOMAIN);
+        let domain = input!(domain, "domain", DIRECTORY_MAX_DOMAIN);
         finish(dir.is_local_domain(domain))
     }
 }

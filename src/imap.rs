@@ -145,7 +145,8 @@ impl Capabilities {
     /// From `CAPABILITY ...` (untagged text or a response code); other data gives `None`.
     pub fn from_data(data: &[u8]) -> Option<Self> {
         let (word, rest) = split_word(data);
-        word.eq_ignore_ascii_case(b"CAPABILITY").then(|| Self::parse(rest))
+        word.eq_ignore_ascii_case(b"CAPABILITY")
+            .then(|| Self::parse(rest))
     }
 }
 
@@ -165,7 +166,9 @@ pub fn parse_greeting(line: &[u8]) -> Result<Greeting> {
     };
     let (word, after) = split_word(rest);
     if word.eq_ignore_ascii_case(b"OK") {
-        Ok(Greeting::Ok(response_code(after).and_then(Capabilities::from_data)))
+        Ok(Greeting::Ok(
+            response_code(after).and_then(Capabilities::from_data),
+        ))
     } else if word.eq_ignore_ascii_case(b"PREAUTH") || word.eq_ignore_ascii_case(b"BYE") {
         Ok(Greeting::Refused(printable(line)))
     } else {
@@ -237,12 +240,15 @@ impl ImapSession {
             next_tag: 0,
             server,
         };
-        session.start(settings, tls).map_err(|e| e.with_server(&session.server))?;
+        session
+            .start(settings, tls)
+            .map_err(|e| e.with_server(&session.server))?;
         Ok(session)
     }
 
     fn start(&mut self, settings: &Settings, tls: &TlsContext) -> Result<()> {
-        let greeting = parse_greeting(self.conn.read_line()?).map_err(|e| e.with_command("greeting"))?;
+        let greeting =
+            parse_greeting(self.conn.read_line()?).map_err(|e| e.with_command("greeting"))?;
         let caps = match greeting {
             Greeting::Ok(caps) => caps,
             Greeting::Refused(text) => {
@@ -258,7 +264,9 @@ impl ImapSession {
             if reply.0 != Status::Ok {
                 return Err(Error::new(Kind::Deferred, reply.1).with_command("STARTTLS"));
             }
-            self.conn.starttls(settings, tls).map_err(|e| e.with_command("STARTTLS"))?;
+            self.conn
+                .starttls(settings, tls)
+                .map_err(|e| e.with_command("STARTTLS"))?;
             // Capabilities from before TLS may have been forged: ask again.
             self.caps = self.capability()?;
         }
@@ -307,7 +315,12 @@ impl ImapSession {
 
     /// As `tagged_reply`, but a continuation request ends the wait with `None` when
     /// `stop_at_continuation`.
-    fn read_until_tagged(&mut self, tag: &str, shown: &str, stop_at_continuation: bool) -> Result<Option<(Status, String)>> {
+    fn read_until_tagged(
+        &mut self,
+        tag: &str,
+        shown: &str,
+        stop_at_continuation: bool,
+    ) -> Result<Option<(Status, String)>> {
         let with = |e: Error| e.with_command(shown);
         for _ in 0..MAX_UNTAGGED {
             let line = self.conn.read_line().map_err(with)?;
@@ -341,7 +354,9 @@ impl ImapSession {
                     }
                     if let Some(n) = literal {
                         if n > MAX_SKIPPED_LITERAL {
-                            return Err(with(Error::protocol(format!("literal of {n} bytes in an untagged reply"))));
+                            return Err(with(Error::protocol(format!(
+                                "literal of {n} bytes in an untagged reply"
+                            ))));
                         }
                         self.conn.skip(n).map_err(with)?;
                         // The literal is followed by the rest of its line: read it as a line.
@@ -350,7 +365,9 @@ impl ImapSession {
                 }
             }
         }
-        Err(with(Error::protocol(format!("more than {MAX_UNTAGGED} untagged lines"))))
+        Err(with(Error::protocol(format!(
+            "more than {MAX_UNTAGGED} untagged lines"
+        ))))
     }
 
     /// Logs in with the best mechanism on offer. `Ok(())` is a successful login: the
@@ -365,7 +382,10 @@ impl ImapSession {
         }
         let caps = self.caps;
         let (shown, result) = if caps.auth_plain {
-            ("AUTHENTICATE PLAIN", self.authenticate_plain(user, secret, caps.sasl_ir))
+            (
+                "AUTHENTICATE PLAIN",
+                self.authenticate_plain(user, secret, caps.sasl_ir),
+            )
         } else if caps.auth_login {
             ("AUTHENTICATE LOGIN", self.authenticate_login(user, secret))
         } else if !caps.login_disabled {
@@ -378,11 +398,19 @@ impl ImapSession {
             .with_server(&self.server));
         };
         let (status, text) = result.map_err(|e| e.with_command(shown).with_server(&self.server))?;
-        auth_verdict(status, text.as_bytes())
-            .map_err(|kind| Error::new(kind, text).with_command(shown).with_server(&self.server))
+        auth_verdict(status, text.as_bytes()).map_err(|kind| {
+            Error::new(kind, text)
+                .with_command(shown)
+                .with_server(&self.server)
+        })
     }
 
-    fn authenticate_plain(&mut self, user: &str, secret: &str, sasl_ir: bool) -> Result<(Status, String)> {
+    fn authenticate_plain(
+        &mut self,
+        user: &str,
+        secret: &str,
+        sasl_ir: bool,
+    ) -> Result<(Status, String)> {
         let response = base64_secret(&sasl_plain(user, secret));
         let tag = self.tag();
         let mut line = Zeroizing::new(Vec::with_capacity(response.len() + 32));
@@ -406,8 +434,12 @@ impl ImapSession {
 
     fn authenticate_login(&mut self, user: &str, secret: &str) -> Result<(Status, String)> {
         let tag = self.tag();
-        self.conn.send(format!("{tag} AUTHENTICATE LOGIN\r\n").as_bytes())?;
-        for answer in [base64_secret(user.as_bytes()), base64_secret(secret.as_bytes())] {
+        self.conn
+            .send(format!("{tag} AUTHENTICATE LOGIN\r\n").as_bytes())?;
+        for answer in [
+            base64_secret(user.as_bytes()),
+            base64_secret(secret.as_bytes()),
+        ] {
             if let Some(done) = self.read_until_tagged(&tag, "AUTHENTICATE LOGIN", true)? {
                 return Ok(done);
             }
@@ -423,7 +455,9 @@ impl ImapSession {
             None => {
                 self.conn.send(b"*\r\n")?;
                 self.tagged_reply(tag, "AUTHENTICATE")?;
-                Err(Error::protocol("server asked for more than the mechanism has; cancelled"))
+                Err(Error::protocol(
+                    "server asked for more than the mechanism has; cancelled",
+                ))
             }
         }
     }
@@ -437,7 +471,12 @@ impl ImapSession {
 
     /// `LOGIN user password`, each a quoted string or a literal (non-synchronizing with
     /// LITERAL+, else sent after the server's continuation request).
-    fn login_command(&mut self, user: &str, secret: &str, literal_plus: bool) -> Result<(Status, String)> {
+    fn login_command(
+        &mut self,
+        user: &str,
+        secret: &str,
+        literal_plus: bool,
+    ) -> Result<(Status, String)> {
         let tag = self.tag();
         let mut pending = Zeroizing::new(format!("{tag} LOGIN").into_bytes());
         for arg in [imap_string(user), imap_string(secret)] {
@@ -487,18 +526,28 @@ mod tests {
 
     #[test]
     fn lines_are_classified() {
-        assert_eq!(parse_line(b"* OK ready").unwrap(), Line::Untagged(b"OK ready"));
+        assert_eq!(
+            parse_line(b"* OK ready").unwrap(),
+            Line::Untagged(b"OK ready")
+        );
         assert_eq!(parse_line(b"+ ").unwrap(), Line::Continuation(b""));
         assert_eq!(parse_line(b"+").unwrap(), Line::Continuation(b""));
-        assert_eq!(parse_line(b"+ VXNlcm5hbWU6").unwrap(), Line::Continuation(b"VXNlcm5hbWU6"));
-        let Line::Tagged(t) = parse_line(b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.").unwrap() else {
+        assert_eq!(
+            parse_line(b"+ VXNlcm5hbWU6").unwrap(),
+            Line::Continuation(b"VXNlcm5hbWU6")
+        );
+        let Line::Tagged(t) =
+            parse_line(b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.").unwrap()
+        else {
             panic!()
         };
         assert_eq!(t.tag, b"a1");
         assert_eq!(t.status, Status::No);
         assert_eq!(t.code, Some(&b"AUTHENTICATIONFAILED"[..]));
         assert_eq!(t.text, b"NO [AUTHENTICATIONFAILED] Authentication failed.");
-        let Line::Tagged(t) = parse_line(b"a2 ok").unwrap() else { panic!() };
+        let Line::Tagged(t) = parse_line(b"a2 ok").unwrap() else {
+            panic!()
+        };
         assert_eq!((t.status, t.code), (Status::Ok, None));
         for bad in [&b""[..], b"a1", b"a1 MAYBE", b"* ", b" OK x", b"\xff\xfe"] {
             if bad == b"* " {
@@ -514,18 +563,34 @@ mod tests {
             (b"a OK Logged in", Ok(())),
             (b"a OK [CAPABILITY IMAP4rev1 NOTIFY] Logged in", Ok(())),
             (b"a NO Login failed", Err(Kind::Rejected)),
-            (b"a NO [AUTHENTICATIONFAILED] Authentication failed.", Err(Kind::Rejected)),
+            (
+                b"a NO [AUTHENTICATIONFAILED] Authentication failed.",
+                Err(Kind::Rejected),
+            ),
             (b"a NO [AUTHORIZATIONFAILED] no", Err(Kind::Rejected)),
             (b"a NO [EXPIRED] password expired", Err(Kind::Rejected)),
             (b"a NO [UNAVAILABLE] try later", Err(Kind::Deferred)),
             (b"a NO [SERVERBUG] oops", Err(Kind::Deferred)),
             (b"a NO [LIMIT] too many", Err(Kind::Deferred)),
-            (b"a NO [PRIVACYREQUIRED] Plaintext authentication disabled.", Err(Kind::Deferred)),
-            (b"a BAD Invalid base64 data in initial response", Err(Kind::Deferred)),
+            (
+                b"a NO [PRIVACYREQUIRED] Plaintext authentication disabled.",
+                Err(Kind::Deferred),
+            ),
+            (
+                b"a BAD Invalid base64 data in initial response",
+                Err(Kind::Deferred),
+            ),
         ];
         for (line, expected) in cases {
-            let Line::Tagged(t) = parse_line(line).unwrap() else { panic!() };
-            assert_eq!(auth_verdict(t.status, t.text), *expected, "{}", printable(line));
+            let Line::Tagged(t) = parse_line(line).unwrap() else {
+                panic!()
+            };
+            assert_eq!(
+                auth_verdict(t.status, t.text),
+                *expected,
+                "{}",
+                printable(line)
+            );
         }
     }
 
@@ -535,25 +600,43 @@ mod tests {
             b"CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ STARTTLS AUTH=PLAIN AUTH=LOGIN",
         )
         .unwrap();
-        assert!(dovecot.starttls && dovecot.sasl_ir && dovecot.auth_plain && dovecot.auth_login && dovecot.literal_plus);
+        assert!(
+            dovecot.starttls
+                && dovecot.sasl_ir
+                && dovecot.auth_plain
+                && dovecot.auth_login
+                && dovecot.literal_plus
+        );
         assert!(!dovecot.login_disabled && !dovecot.unauthenticate);
         let exchange = Capabilities::from_data(
             b"CAPABILITY IMAP4 IMAP4rev1 AUTH=NTLM AUTH=GSSAPI AUTH=PLAIN SASL-IR UIDPLUS MOVE ID UNSELECT CHILDREN IDLE NAMESPACE LITERAL+",
         )
         .unwrap();
         assert!(exchange.auth_plain && exchange.sasl_ir && !exchange.auth_login);
-        let remote = Capabilities::from_data(b"capability IMAP4rev1 STARTTLS LOGINDISABLED").unwrap();
+        let remote =
+            Capabilities::from_data(b"capability IMAP4rev1 STARTTLS LOGINDISABLED").unwrap();
         assert!(remote.login_disabled && remote.starttls && !remote.auth_plain);
         assert_eq!(Capabilities::from_data(b"OK hello"), None);
     }
 
     #[test]
     fn greetings() {
-        let g = parse_greeting(b"* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN] Dovecot (Debian) ready.").unwrap();
+        let g = parse_greeting(
+            b"* OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN] Dovecot (Debian) ready.",
+        )
+        .unwrap();
         assert!(matches!(g, Greeting::Ok(Some(c)) if c.starttls && c.auth_plain));
-        assert_eq!(parse_greeting(b"* OK IMAP ready").unwrap(), Greeting::Ok(None));
-        assert!(matches!(parse_greeting(b"* BYE go away").unwrap(), Greeting::Refused(t) if t == "* BYE go away"));
-        assert!(matches!(parse_greeting(b"* PREAUTH welcome").unwrap(), Greeting::Refused(_)));
+        assert_eq!(
+            parse_greeting(b"* OK IMAP ready").unwrap(),
+            Greeting::Ok(None)
+        );
+        assert!(
+            matches!(parse_greeting(b"* BYE go away").unwrap(), Greeting::Refused(t) if t == "* BYE go away")
+        );
+        assert!(matches!(
+            parse_greeting(b"* PREAUTH welcome").unwrap(),
+            Greeting::Refused(_)
+        ));
         assert!(parse_greeting(b"220 smtp.example.org ESMTP").is_err());
         assert!(parse_greeting(b"a1 OK").is_err());
     }

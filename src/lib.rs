@@ -17,5 +17,8 @@ pub mod smtp;
 #[allow(unsafe_code)]
 pub mod ffi;
 
-pub use directory::{Directory, MAX_ADDRESS, MAX_DOMAIN, MAX_SECRET, MAX_USER};
+pub use directory::{
+    Directory, DIRECTORY_MAX_ADDRESS, DIRECTORY_MAX_DOMAIN, DIRECTORY_MAX_SECRET,
+    DIRECTORY_MAX_USER,
+};
 pub use error::{Error, Kind, Result};

@@ -6,7 +6,10 @@ use crate::error::{Error, Kind, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme, StreamOwned};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    StreamOwned,
+};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
@@ -47,13 +50,20 @@ impl TlsContext {
             };
             for cert in &ca_certs {
                 roots.add(cert.clone()).map_err(|e| {
-                    Error::config(format!("tls.ca-file: {}: unusable certificate: {e}", ca_name(settings)))
+                    Error::config(format!(
+                        "tls.ca-file: {}: unusable certificate: {e}",
+                        ca_name(settings)
+                    ))
                 })?;
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         };
-        let server_name = ServerName::try_from(settings.host.clone())
-            .map_err(|_| Error::config(format!("address: '{}' is not a valid TLS server name", settings.host)))?;
+        let server_name = ServerName::try_from(settings.host.clone()).map_err(|_| {
+            Error::config(format!(
+                "address: '{}' is not a valid TLS server name",
+                settings.host
+            ))
+        })?;
         Ok(TlsContext {
             rustls: Arc::new(config),
             server_name,
@@ -88,7 +98,10 @@ fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>> 
 }
 
 #[cfg(feature = "native-tls")]
-fn native_connector(settings: &Settings, ca_certs: &[CertificateDer<'static>]) -> Result<native_tls::TlsConnector> {
+fn native_connector(
+    settings: &Settings,
+    ca_certs: &[CertificateDer<'static>],
+) -> Result<native_tls::TlsConnector> {
     let mut builder = native_tls::TlsConnector::builder();
     for cert in ca_certs {
         let cert = native_tls::Certificate::from_der(cert)
@@ -124,7 +137,12 @@ impl ServerCertVerifier for DangerousAcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -133,7 +151,12 @@ impl ServerCertVerifier for DangerousAcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -205,15 +228,24 @@ impl Connection {
     pub fn open(settings: &Settings, tls: &TlsContext, deadline: Instant) -> Result<Self> {
         let addrs: Vec<SocketAddr> = (settings.host.as_str(), settings.port)
             .to_socket_addrs()
-            .map_err(|e| Error::new(Kind::Network, format!("cannot resolve {}: {e}", settings.host)))?
+            .map_err(|e| {
+                Error::new(
+                    Kind::Network,
+                    format!("cannot resolve {}: {e}", settings.host),
+                )
+            })?
             .collect();
-        let mut last = Error::new(Kind::Network, format!("{} resolves to no address", settings.host));
+        let mut last = Error::new(
+            Kind::Network,
+            format!("{} resolves to no address", settings.host),
+        );
         for addr in addrs {
             let left = remaining(deadline)?;
             match TcpStream::connect_timeout(&addr, left) {
                 Ok(tcp) => {
                     // Commands are written whole; Nagle would only delay them.
-                    tcp.set_nodelay(true).map_err(|e| Error::io("connect", &e))?;
+                    tcp.set_nodelay(true)
+                        .map_err(|e| Error::io("connect", &e))?;
                     let mut conn = Connection {
                         stream: Stream::Plain(tcp),
                         buf: vec![0; MAX_LINE].into_boxed_slice(),
@@ -253,7 +285,9 @@ impl Connection {
     pub fn is_loopback(&self) -> bool {
         match self.peer.ip() {
             IpAddr::V4(ip) => ip.is_loopback(),
-            IpAddr::V6(ip) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+            IpAddr::V6(ip) => {
+                ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
         }
     }
 
@@ -270,18 +304,26 @@ impl Connection {
 
     fn handshake(&mut self, settings: &Settings, tls: &TlsContext) -> Result<()> {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
-            return Err(Error::new(Kind::Internal, "TLS handshake on a connection that is not plain"));
+            return Err(Error::new(
+                Kind::Internal,
+                "TLS handshake on a connection that is not plain",
+            ));
         };
         let left = remaining(self.deadline)?;
         set_timeouts(&tcp, left)?;
         self.stream = match settings.tls.backend {
-            TlsBackend::Rustls => Stream::Rustls(Box::new(rustls_handshake(tls, tcp, self.deadline)?)),
+            TlsBackend::Rustls => {
+                Stream::Rustls(Box::new(rustls_handshake(tls, tcp, self.deadline)?))
+            }
             #[cfg(feature = "native-tls")]
             TlsBackend::Native => Stream::Native(Box::new(native_handshake(settings, tls, tcp)?)),
             #[cfg(not(feature = "native-tls"))]
             TlsBackend::Native => {
                 // config rejects `tls.backend = "native"` when the feature is off.
-                return Err(Error::new(Kind::Internal, "built without the native-tls feature"));
+                return Err(Error::new(
+                    Kind::Internal,
+                    "built without the native-tls feature",
+                ));
             }
         };
         Ok(())
@@ -291,7 +333,10 @@ impl Connection {
     /// the next read.
     pub fn read_line(&mut self) -> Result<&[u8]> {
         loop {
-            if let Some(pos) = self.buf[self.start..self.end].iter().position(|&b| b == b'\n') {
+            if let Some(pos) = self.buf[self.start..self.end]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
                 let line_start = self.start;
                 let mut line_end = self.start + pos;
                 self.start = line_end + 1;
@@ -306,7 +351,9 @@ impl Connection {
                 self.start = 0;
             }
             if self.end == self.buf.len() {
-                return Err(Error::protocol(format!("server sent a line longer than {MAX_LINE} bytes")));
+                return Err(Error::protocol(format!(
+                    "server sent a line longer than {MAX_LINE} bytes"
+                )));
             }
             self.fill()?;
         }
@@ -330,7 +377,8 @@ impl Connection {
     fn fill(&mut self) -> Result<()> {
         let left = remaining(self.deadline)?;
         if let Some(tcp) = self.stream.tcp() {
-            tcp.set_read_timeout(Some(left)).map_err(|e| Error::io("read", &e))?;
+            tcp.set_read_timeout(Some(left))
+                .map_err(|e| Error::io("read", &e))?;
         }
         match self.stream.read(&mut self.buf[self.end..]) {
             Ok(0) => Err(Error::new(Kind::Network, "connection closed by server")),
@@ -347,9 +395,12 @@ impl Connection {
     pub fn send(&mut self, data: &[u8]) -> Result<()> {
         let left = remaining(self.deadline)?;
         if let Some(tcp) = self.stream.tcp() {
-            tcp.set_write_timeout(Some(left)).map_err(|e| Error::io("write", &e))?;
+            tcp.set_write_timeout(Some(left))
+                .map_err(|e| Error::io("write", &e))?;
         }
-        self.stream.write_all(data).map_err(|e| Error::io("write", &e))
+        self.stream
+            .write_all(data)
+            .map_err(|e| Error::io("write", &e))
     }
 }
 
@@ -368,35 +419,51 @@ fn set_timeouts(tcp: &TcpStream, left: Duration) -> Result<()> {
         .map_err(|e| Error::io("TLS handshake", &e))
 }
 
-fn rustls_handshake(tls: &TlsContext, mut tcp: TcpStream, deadline: Instant) -> Result<StreamOwned<ClientConnection, TcpStream>> {
+fn rustls_handshake(
+    tls: &TlsContext,
+    mut tcp: TcpStream,
+    deadline: Instant,
+) -> Result<StreamOwned<ClientConnection, TcpStream>> {
     let mut conn = ClientConnection::new(tls.rustls.clone(), tls.server_name.clone())
         .map_err(|e| Error::new(Kind::Tls, format!("TLS handshake: {e}")))?;
     while conn.is_handshaking() {
         set_timeouts(&tcp, remaining(deadline)?)?;
         if let Err(e) = conn.complete_io(&mut tcp) {
-            return Err(match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-                Some(tls_err) => Error::new(Kind::Tls, format!("TLS handshake: {tls_err}")),
-                None => {
-                    let mut err = Error::io("TLS handshake", &e);
-                    if err.kind() == Kind::Network {
-                        err = Error::new(Kind::Tls, err.detail().to_string());
+            return Err(
+                match e
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                {
+                    Some(tls_err) => Error::new(Kind::Tls, format!("TLS handshake: {tls_err}")),
+                    None => {
+                        let mut err = Error::io("TLS handshake", &e);
+                        if err.kind() == Kind::Network {
+                            err = Error::new(Kind::Tls, err.detail().to_string());
+                        }
+                        err
                     }
-                    err
-                }
-            });
+                },
+            );
         }
     }
     Ok(StreamOwned::new(conn, tcp))
 }
 
 #[cfg(feature = "native-tls")]
-fn native_handshake(settings: &Settings, tls: &TlsContext, tcp: TcpStream) -> Result<native_tls::TlsStream<TcpStream>> {
+fn native_handshake(
+    settings: &Settings,
+    tls: &TlsContext,
+    tcp: TcpStream,
+) -> Result<native_tls::TlsStream<TcpStream>> {
     let Some(connector) = &tls.native else {
         return Err(Error::new(Kind::Internal, "native TLS connector missing"));
     };
     connector.connect(&settings.host, tcp).map_err(|e| match e {
-        native_tls::HandshakeError::Failure(e) => Error::new(Kind::Tls, format!("TLS handshake: {e}")),
-        native_tls::HandshakeError::WouldBlock(_) => Error::new(Kind::Timeout, "TLS handshake: timed out"),
+        native_tls::HandshakeError::Failure(e) => {
+            Error::new(Kind::Tls, format!("TLS handshake: {e}"))
+        }
+        native_tls::HandshakeError::WouldBlock(_) => {
+            Error::new(Kind::Timeout, "TLS handshake: timed out")
+        }
     })
 }
-

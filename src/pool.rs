@@ -33,7 +33,10 @@ pub struct Slot<'a> {
 impl Pool {
     pub fn new(max: usize, wait: Duration) -> Self {
         Pool {
-            state: Mutex::new(State { idle: Vec::new(), open: 0 }),
+            state: Mutex::new(State {
+                idle: Vec::new(),
+                open: 0,
+            }),
             freed: Condvar::new(),
             max,
             wait,
@@ -42,7 +45,9 @@ impl Pool {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic elsewhere cannot leave State inconsistent: every update is one statement.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Waits up to `pool.timeout.wait` for an idle session or room for a new connection.
@@ -51,11 +56,19 @@ impl Pool {
         let mut state = self.lock();
         loop {
             if let Some(session) = state.idle.pop() {
-                return Ok(Slot { pool: self, session: Some(session), kept: false });
+                return Ok(Slot {
+                    pool: self,
+                    session: Some(session),
+                    kept: false,
+                });
             }
             if state.open < self.max {
                 state.open += 1;
-                return Ok(Slot { pool: self, session: None, kept: false });
+                return Ok(Slot {
+                    pool: self,
+                    session: None,
+                    kept: false,
+                });
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

@@ -29,6 +29,9 @@ mod tests {
     fn plain_message_is_rfc4616() {
         assert_eq!(&sasl_plain("bob", "pw")[..], b"\0bob\0pw");
         assert_eq!(&base64_secret(&sasl_plain("bob", "pw"))[..], "AGJvYgBwdw==");
-        assert_eq!(&base64_secret("p\"a\\ss wörd".as_bytes())[..], "cCJhXHNzIHfDtnJk");
+        assert_eq!(
+            &base64_secret("p\"a\\ss wörd".as_bytes())[..],
+            "cCJhXHNzIHfDtnJk"
+        );
     }
 }

@@ -27,7 +27,9 @@ impl Session {
     pub fn open(settings: &Settings, tls: &TlsContext, deadline: Instant) -> Result<Self> {
         let link = match settings.protocol {
             Protocol::Imap => Link::Imap(ImapSession::connect(settings, tls, deadline)?),
-            Protocol::Smtp | Protocol::Lmtp => Link::Smtp(SmtpSession::connect(settings, tls, deadline)?),
+            Protocol::Smtp | Protocol::Lmtp => {
+                Link::Smtp(SmtpSession::connect(settings, tls, deadline)?)
+            }
         };
         Ok(Session {
             link,
@@ -80,7 +82,10 @@ impl Session {
     /// servers count rejected recipients toward their error limits per connection.
     pub fn rcpt(mut self, settings: &Settings, address: &str) -> Outcome {
         let result = match &mut self.link {
-            Link::Imap(_) => Err(Error::new(Kind::Unsupported, "rcpt is not possible on an IMAP directory")),
+            Link::Imap(_) => Err(Error::new(
+                Kind::Unsupported,
+                "rcpt is not possible on an IMAP directory",
+            )),
             Link::Smtp(s) => s.rcpt(address),
         };
         match result {

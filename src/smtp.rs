@@ -53,10 +53,15 @@ pub struct ReplyParser {
 impl ReplyParser {
     pub fn feed(&mut self, line: &[u8]) -> Result<Option<Reply>> {
         let bad = |why: &str| Error::protocol(format!("{why}: {}", printable(line)));
-        if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) || !(b'2'..=b'5').contains(&line[0]) {
+        if line.len() < 3
+            || !line[..3].iter().all(u8::is_ascii_digit)
+            || !(b'2'..=b'5').contains(&line[0])
+        {
             return Err(bad("not an SMTP reply line"));
         }
-        let code = u16::from(line[0] - b'0') * 100 + u16::from(line[1] - b'0') * 10 + u16::from(line[2] - b'0');
+        let code = u16::from(line[0] - b'0') * 100
+            + u16::from(line[1] - b'0') * 10
+            + u16::from(line[2] - b'0');
         let last = match line.get(3) {
             None | Some(b' ') => true,
             Some(b'-') => false,
@@ -102,7 +107,9 @@ impl Extensions {
         let mut ext = Extensions::default();
         for line in reply.lines.iter().skip(1) {
             let mut words = line.split_ascii_whitespace();
-            let Some(keyword) = words.next() else { continue };
+            let Some(keyword) = words.next() else {
+                continue;
+            };
             let is = |name: &str| keyword.eq_ignore_ascii_case(name);
             if is("STARTTLS") {
                 ext.starttls = true;
@@ -168,20 +175,30 @@ impl SmtpSession {
         let mut session = SmtpSession {
             conn,
             ext: Extensions::default(),
-            hello: if settings.protocol == Protocol::Lmtp { "LHLO" } else { "EHLO" },
+            hello: if settings.protocol == Protocol::Lmtp {
+                "LHLO"
+            } else {
+                "EHLO"
+            },
             helo_name,
             parser: ReplyParser::default(),
             in_transaction: false,
             server,
         };
-        session.start(settings, tls).map_err(|e| e.with_server(&session.server))?;
+        session
+            .start(settings, tls)
+            .map_err(|e| e.with_server(&session.server))?;
         Ok(session)
     }
 
     fn start(&mut self, settings: &Settings, tls: &TlsContext) -> Result<()> {
         let greeting = self.read_reply().map_err(|e| e.with_command("greeting"))?;
         if greeting.code != 220 {
-            let kind = if greeting.code == 421 { Kind::Network } else { Kind::Deferred };
+            let kind = if greeting.code == 421 {
+                Kind::Network
+            } else {
+                Kind::Deferred
+            };
             return Err(Error::new(kind, greeting.to_string()).with_command("greeting"));
         }
         self.hello()?;
@@ -190,7 +207,9 @@ impl SmtpSession {
             if reply.code != 220 {
                 return Err(Error::new(Kind::Deferred, reply.to_string()).with_command("STARTTLS"));
             }
-            self.conn.starttls(settings, tls).map_err(|e| e.with_command("STARTTLS"))?;
+            self.conn
+                .starttls(settings, tls)
+                .map_err(|e| e.with_command("STARTTLS"))?;
             // What the server offered before TLS may have been forged: ask again.
             self.hello()?;
         }
@@ -201,7 +220,11 @@ impl SmtpSession {
         let line = format!("{} {}\r\n", self.hello, self.helo_name);
         let reply = self.command(line.as_bytes(), self.hello)?;
         if !reply.is_positive() {
-            let kind = if reply.code == 421 { Kind::Network } else { Kind::Deferred };
+            let kind = if reply.code == 421 {
+                Kind::Network
+            } else {
+                Kind::Deferred
+            };
             return Err(Error::new(kind, reply.to_string()).with_command(self.hello));
         }
         self.ext = Extensions::parse(&reply);
@@ -227,7 +250,9 @@ impl SmtpSession {
     }
 
     fn fail(&self, kind: Kind, shown: &str, reply: &Reply) -> Error {
-        Error::new(kind, reply.to_string()).with_command(shown).with_server(&self.server)
+        Error::new(kind, reply.to_string())
+            .with_command(shown)
+            .with_server(&self.server)
     }
 
     /// AUTH PLAIN with an initial response, else AUTH LOGIN.
@@ -242,7 +267,9 @@ impl SmtpSession {
         }
         if self.in_transaction {
             // AUTH is not allowed inside a mail transaction.
-            let reply = self.command(b"RSET\r\n", "RSET").map_err(|e| e.with_server(&server))?;
+            let reply = self
+                .command(b"RSET\r\n", "RSET")
+                .map_err(|e| e.with_server(&server))?;
             if !reply.is_positive() {
                 return Err(self.fail(Kind::Protocol, "RSET", &reply));
             }
@@ -258,9 +285,12 @@ impl SmtpSession {
         } else if self.ext.auth_login {
             ("AUTH LOGIN", self.auth_login(user, secret))
         } else {
-            return Err(Error::new(Kind::Deferred, "server offers neither AUTH PLAIN nor AUTH LOGIN")
-                .with_command(self.hello)
-                .with_server(&server));
+            return Err(Error::new(
+                Kind::Deferred,
+                "server offers neither AUTH PLAIN nor AUTH LOGIN",
+            )
+            .with_command(self.hello)
+            .with_server(&server));
         };
         let reply = reply.map_err(|e| e.with_server(&server))?;
         if reply.code == 334 {
@@ -273,7 +303,10 @@ impl SmtpSession {
 
     fn auth_login(&mut self, user: &str, secret: &str) -> Result<Reply> {
         let mut reply = self.command(b"AUTH LOGIN\r\n", "AUTH LOGIN")?;
-        for answer in [base64_secret(user.as_bytes()), base64_secret(secret.as_bytes())] {
+        for answer in [
+            base64_secret(user.as_bytes()),
+            base64_secret(secret.as_bytes()),
+        ] {
             if reply.code != 334 {
                 return Ok(reply);
             }
@@ -298,7 +331,9 @@ impl SmtpSession {
             }
             out.extend_from_slice(b"\r\n");
             if !self.ext.pipelining {
-                let reply = self.command(&out, "MAIL FROM:<>").map_err(|e| e.with_server(&server))?;
+                let reply = self
+                    .command(&out, "MAIL FROM:<>")
+                    .map_err(|e| e.with_server(&server))?;
                 self.check_mail(&reply)?;
                 out.clear();
             }
@@ -306,16 +341,23 @@ impl SmtpSession {
         let shown = format!("RCPT TO:<{address}>");
         out.extend_from_slice(shown.as_bytes());
         out.extend_from_slice(b"\r\n");
-        self.conn.send(&out).map_err(|e| e.with_command(&shown).with_server(&server))?;
+        self.conn
+            .send(&out)
+            .map_err(|e| e.with_command(&shown).with_server(&server))?;
         if opening && self.ext.pipelining {
-            let reply = self.read_reply().map_err(|e| e.with_command("MAIL FROM:<>").with_server(&server))?;
+            let reply = self
+                .read_reply()
+                .map_err(|e| e.with_command("MAIL FROM:<>").with_server(&server))?;
             if let Err(e) = self.check_mail(&reply) {
                 // The pipelined RCPT gets its own (error) reply; read it to stay in step.
-                self.read_reply().map_err(|e| e.with_command(&shown).with_server(&server))?;
+                self.read_reply()
+                    .map_err(|e| e.with_command(&shown).with_server(&server))?;
                 return Err(e);
             }
         }
-        let reply = self.read_reply().map_err(|e| e.with_command(&shown).with_server(&server))?;
+        let reply = self
+            .read_reply()
+            .map_err(|e| e.with_command(&shown).with_server(&server))?;
         rcpt_verdict(&reply).map_err(|kind| self.fail(kind, &shown, &reply))
     }
 
@@ -325,7 +367,11 @@ impl SmtpSession {
             return Ok(());
         }
         // A refused sender decides nothing about the recipient.
-        let kind = if reply.code == 421 { Kind::Network } else { Kind::Deferred };
+        let kind = if reply.code == 421 {
+            Kind::Network
+        } else {
+            Kind::Deferred
+        };
         Err(self.fail(kind, "MAIL FROM:<>", reply))
     }
 
@@ -354,13 +400,25 @@ mod tests {
     #[test]
     fn single_and_multi_line_replies() {
         for sep in ["\n", "\r\n"] {
-            let text = ["220-mx.example.org ESMTP", "220-second line", "220 last", "250 2.1.0 Ok", "535"]
-                .join(sep);
+            let text = [
+                "220-mx.example.org ESMTP",
+                "220-second line",
+                "220 last",
+                "250 2.1.0 Ok",
+                "535",
+            ]
+            .join(sep);
             let replies = parse_all(format!("{text}{sep}").as_bytes()).unwrap();
             assert_eq!(replies.len(), 3);
             assert_eq!(replies[0].code, 220);
-            assert_eq!(replies[0].lines, ["mx.example.org ESMTP", "second line", "last"]);
-            assert_eq!(replies[0].to_string(), "220 mx.example.org ESMTP second line last");
+            assert_eq!(
+                replies[0].lines,
+                ["mx.example.org ESMTP", "second line", "last"]
+            );
+            assert_eq!(
+                replies[0].to_string(),
+                "220 mx.example.org ESMTP second line last"
+            );
             assert_eq!(replies[1].to_string(), "250 2.1.0 Ok");
             assert_eq!(replies[2].lines, [""]);
         }
@@ -368,7 +426,14 @@ mod tests {
 
     #[test]
     fn malformed_replies_are_protocol_errors() {
-        for bad in [&b"25"[..], b"abc def", b"250x", b"150 hi", b"650 no", b"250-a\n251 b"] {
+        for bad in [
+            &b"25"[..],
+            b"abc def",
+            b"250x",
+            b"150 hi",
+            b"650 no",
+            b"250-a\n251 b",
+        ] {
             let e = parse_all(bad).unwrap_err();
             assert_eq!(e.kind(), Kind::Protocol, "{:?}", printable(bad));
         }
@@ -412,16 +477,40 @@ mod tests {
 
     #[test]
     fn verdicts_follow_the_design_table() {
-        let reply = |code| Reply { code, lines: vec![] };
-        let auth = [(235, Ok(())), (535, Err(Kind::Rejected)), (534, Err(Kind::Deferred)), (538, Err(Kind::Deferred)),
-            (504, Err(Kind::Deferred)), (454, Err(Kind::Deferred)), (421, Err(Kind::Network)), (250, Err(Kind::Deferred))];
+        let reply = |code| Reply {
+            code,
+            lines: vec![],
+        };
+        let auth = [
+            (235, Ok(())),
+            (535, Err(Kind::Rejected)),
+            (534, Err(Kind::Deferred)),
+            (538, Err(Kind::Deferred)),
+            (504, Err(Kind::Deferred)),
+            (454, Err(Kind::Deferred)),
+            (421, Err(Kind::Network)),
+            (250, Err(Kind::Deferred)),
+        ];
         for (code, expected) in auth {
             assert_eq!(auth_verdict(&reply(code)), expected, "auth {code}");
         }
-        let rcpt = [(250, Ok(())), (251, Ok(())), (252, Ok(())), (550, Err(Kind::Rejected)), (551, Err(Kind::Rejected)),
-            (553, Err(Kind::Rejected)), (450, Err(Kind::Deferred)), (451, Err(Kind::Deferred)), (452, Err(Kind::Deferred)),
-            (421, Err(Kind::Network)), (501, Err(Kind::Rejected)), (554, Err(Kind::Rejected)),
-            (503, Err(Kind::Deferred)), (530, Err(Kind::Deferred)), (500, Err(Kind::Deferred))];
+        let rcpt = [
+            (250, Ok(())),
+            (251, Ok(())),
+            (252, Ok(())),
+            (550, Err(Kind::Rejected)),
+            (551, Err(Kind::Rejected)),
+            (553, Err(Kind::Rejected)),
+            (450, Err(Kind::Deferred)),
+            (451, Err(Kind::Deferred)),
+            (452, Err(Kind::Deferred)),
+            (421, Err(Kind::Network)),
+            (501, Err(Kind::Rejected)),
+            (554, Err(Kind::Rejected)),
+            (503, Err(Kind::Deferred)),
+            (530, Err(Kind::Deferred)),
+            (500, Err(Kind::Deferred)),
+        ];
         for (code, expected) in rcpt {
             assert_eq!(rcpt_verdict(&reply(code)), expected, "rcpt {code}");
         }
