@@ -323,3 +323,37 @@ pub extern "C" fn directory_result_name(result: u32) -> *const c_char {
 pub extern "C" fn directory_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn panicking() -> directory_result {
+        boundary! {
+            let v: Vec<u8> = Vec::new();
+            // An out-of-bounds index: the kind of bug the boundary must contain.
+            finish(if v[usize::MAX / 2] == 0 { Ok(()) } else { Err(Error::input("x")) })
+        }
+    }
+
+    #[test]
+    fn a_panic_becomes_internal_with_a_message() {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let result = panicking();
+        std::panic::set_hook(hook);
+        assert_eq!(result, DIRECTORY_RESULT_INTERNAL);
+        let msg = unsafe { CStr::from_ptr(directory_last_error()) }.to_str().unwrap();
+        assert!(msg.contains("panic was contained"), "{msg}");
+    }
+
+    #[test]
+    fn every_kind_maps_to_its_result() {
+        assert_eq!(result_of(Kind::Rejected), DIRECTORY_RESULT_REJECTED);
+        assert_eq!(result_of(Kind::Cleartext), DIRECTORY_RESULT_TEMPORARY);
+        assert_eq!(result_of(Kind::PoolTimeout), DIRECTORY_RESULT_TEMPORARY);
+        assert_eq!(result_of(Kind::Deferred), DIRECTORY_RESULT_TEMPORARY);
+        assert_eq!(result_of(Kind::Config), DIRECTORY_RESULT_CONFIG);
+        assert_eq!(result_of(Kind::InvalidInput), DIRECTORY_RESULT_INVALID_INPUT);
+    }
+}

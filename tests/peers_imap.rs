@@ -4,9 +4,7 @@
 
 mod peer;
 
-use peer::{
-    ca_file_line, open, plain_b64, b64, CDirectory, ImapServer, Peer, PeerError,
-};
+use peer::{b64, ca_file_line, open, plain_b64, CDirectory, ImapServer, Peer, PeerError};
 use remote_directory::ffi::directory_result::{self, *};
 use remote_directory::Kind;
 use std::time::{Duration, Instant};
@@ -221,7 +219,11 @@ fn imap_failure_replies_map_to_rejected_or_temporary() {
             Kind::Rejected,
             DIRECTORY_RESULT_REJECTED,
         ),
-        ("NO Login failed.", Kind::Rejected, DIRECTORY_RESULT_REJECTED),
+        (
+            "NO Login failed.",
+            Kind::Rejected,
+            DIRECTORY_RESULT_REJECTED,
+        ),
         (
             "NO [EXPIRED] Password expired.",
             Kind::Rejected,
@@ -326,10 +328,7 @@ fn imap_successful_login_is_followed_by_logout_and_never_reused() {
 fn imap_failed_login_connection_is_reused_for_the_next_auth() {
     let peer = ImapServer::new("IMAP4rev1 AUTH=PLAIN SASL-IR").start();
     let dir = open("imap", &peer, &[]);
-    assert_eq!(
-        dir.auth(ALICE, "wrong").unwrap_err().kind(),
-        Kind::Rejected
-    );
+    assert_eq!(dir.auth(ALICE, "wrong").unwrap_err().kind(), Kind::Rejected);
     assert_eq!((dir.open_connections(), dir.idle_connections()), (1, 1));
     dir.auth(ALICE, ALICE_PASS).unwrap();
     peer.wait_all_ended();
@@ -350,22 +349,19 @@ fn imap_auth_errors_limit_of_two_ends_the_connection_after_two_failures() {
     let peer = ImapServer::new("IMAP4rev1 AUTH=PLAIN SASL-IR").start();
     let dir = open("imap", &peer, &["limits.auth-errors = 2"]);
     for _ in 0..5 {
-        assert_eq!(
-            dir.auth(ALICE, "wrong").unwrap_err().kind(),
-            Kind::Rejected
-        );
+        assert_eq!(dir.auth(ALICE, "wrong").unwrap_err().kind(), Kind::Rejected);
     }
     assert_eq!(dir.idle_connections(), 1);
     drop(dir);
     peer.wait_all_ended();
     let all = peer.all_commands();
-    let per_connection: Vec<usize> = all
-        .iter()
-        .map(|c| count(c, "AUTHENTICATE PLAIN"))
-        .collect();
+    let per_connection: Vec<usize> = all.iter().map(|c| count(c, "AUTHENTICATE PLAIN")).collect();
     assert_eq!(per_connection, [2, 2, 1], "{all:?}");
     for commands in &all {
-        assert_eq!(commands.last().unwrap(), &format!("a{} LOGOUT", commands.len()));
+        assert_eq!(
+            commands.last().unwrap(),
+            &format!("a{} LOGOUT", commands.len())
+        );
     }
     peer.assert_clean();
 }
@@ -560,10 +556,7 @@ fn imap_bye_on_an_idle_pooled_connection_is_replaced_transparently() {
     server.bye_after_idle = Some(Duration::from_millis(200));
     let peer = server.start();
     let dir = open("imap", &peer, &[]);
-    assert_eq!(
-        dir.auth(ALICE, "wrong").unwrap_err().kind(),
-        Kind::Rejected
-    );
+    assert_eq!(dir.auth(ALICE, "wrong").unwrap_err().kind(), Kind::Rejected);
     assert_eq!(dir.idle_connections(), 1);
     // The server says BYE and closes the idle connection.
     assert!(peer.wait_until(Duration::from_secs(5), |p| p.ended(0)));

@@ -109,7 +109,11 @@ fn pool_wait_timeout_gives_pool_timeout_to_the_second_caller_after_200ms() {
     for commands in peer.all_commands() {
         assert_eq!(
             commands,
-            ["EHLO [127.0.0.1]", "MAIL FROM:<>", "RCPT TO:<alice@example.org>"]
+            [
+                "EHLO [127.0.0.1]",
+                "MAIL FROM:<>",
+                "RCPT TO:<alice@example.org>"
+            ]
         );
     }
 }
@@ -124,10 +128,7 @@ fn pool_idle_connection_after_an_auth_error_counts_toward_max_connections() {
         &peer,
         &["pool.max-connections = 1", "pool.timeout.wait = \"200ms\""],
     );
-    assert_eq!(
-        dir.auth(ALICE, "wrong").unwrap_err().kind(),
-        Kind::Rejected
-    );
+    assert_eq!(dir.auth(ALICE, "wrong").unwrap_err().kind(), Kind::Rejected);
     assert_eq!((dir.open_connections(), dir.idle_connections()), (1, 1));
     std::thread::scope(|s| {
         // Takes the idle connection and waits 800 ms for its answer.

@@ -49,7 +49,11 @@ fn lmtp_uses_lhlo_and_probes_recipients() {
     dir.rcpt(ALICE).unwrap();
     let e = dir.rcpt("nobody@example.org").unwrap_err();
     assert_eq!(e.kind(), Kind::Rejected, "{e}");
-    assert!(e.to_string().contains("RCPT TO:<nobody@example.org>: 550 5.1.1"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("RCPT TO:<nobody@example.org>: 550 5.1.1"),
+        "{e}"
+    );
     drop(dir);
     peer.wait_all_ended();
     assert_eq!(
@@ -275,7 +279,12 @@ fn smtp_without_pipelining_waits_for_the_mail_reply_before_rcpt() {
 #[test]
 fn smtp_rcpt_2xx_is_ok_5xx_is_rejected_4xx_is_temporary() {
     let cases: &[(&str, &str, Result<(), Kind>, directory_result)] = &[
-        ("r250@example.org", "250 2.1.5 Ok", Ok(()), DIRECTORY_RESULT_OK),
+        (
+            "r250@example.org",
+            "250 2.1.5 Ok",
+            Ok(()),
+            DIRECTORY_RESULT_OK,
+        ),
         (
             "r251@example.org",
             "251 2.1.5 User not local; will forward",
@@ -471,7 +480,10 @@ fn smtp_starttls_extensions_are_read_again_after_tls() {
                 s(EHLO, false),
                 s("STARTTLS", false),
                 s(EHLO, true),
-                s(&format!("AUTH PLAIN {}", plain_b64(ALICE, ALICE_PASS)), true),
+                s(
+                    &format!("AUTH PLAIN {}", plain_b64(ALICE, ALICE_PASS)),
+                    true
+                ),
                 s("QUIT", true)
             ],
             vec![
@@ -531,7 +543,10 @@ fn smtp_starttls_reply_followed_by_pipelined_bytes_is_refused() {
         c.send_raw(b"220 2.0.0 Ready to start TLS\r\n250-injected\r\n250 AUTH PLAIN\r\n")?;
         let after = c.read_until_closed(Duration::from_secs(5))?;
         if !after.is_empty() {
-            c.note(format!("client sent {} bytes after the injection", after.len()));
+            c.note(format!(
+                "client sent {} bytes after the injection",
+                after.len()
+            ));
         }
         Ok(())
     });
@@ -628,10 +643,7 @@ fn smtp_auth_on_a_probe_connection_resets_the_transaction_first() {
     let peer = SmtpServer::smtp(&["PIPELINING", "AUTH PLAIN"]).start();
     let dir = open("smtp", &peer, &[]);
     dir.rcpt(ALICE).unwrap();
-    assert_eq!(
-        dir.auth(ALICE, "wrong").unwrap_err().kind(),
-        Kind::Rejected
-    );
+    assert_eq!(dir.auth(ALICE, "wrong").unwrap_err().kind(), Kind::Rejected);
     dir.rcpt("bob@example.org").unwrap();
     drop(dir);
     peer.wait_all_ended();
@@ -647,6 +659,66 @@ fn smtp_auth_on_a_probe_connection_resets_the_transaction_first() {
             &rcpt("bob@example.org"),
             "QUIT"
         ]]
+    );
+    peer.assert_clean();
+}
+
+/// A probe connection waits idle inside its transaction; an AUTH on it first sends RSET.
+/// If the server closed the idle connection with 421 meanwhile, the 421 arrives as the
+/// RSET reply, and the connection must be replaced as for any other stale connection.
+#[test]
+fn smtp_421_on_an_idle_probe_connection_before_auth_is_replaced_transparently() {
+    let mut server = SmtpServer::smtp(&["PIPELINING", "AUTH PLAIN"]);
+    server.idle_421_after = Some(Duration::from_millis(200));
+    let peer = server.start();
+    let dir = open("smtp", &peer, &[]);
+    dir.rcpt(ALICE).unwrap();
+    assert!(peer.wait_until(Duration::from_secs(5), |p| p.ended(0)));
+    let auth = dir.auth(ALICE, ALICE_PASS);
+    drop(dir);
+    peer.wait_all_ended();
+    assert!(
+        auth.is_ok(),
+        "auth on a replaced connection: {:?}; commands {:?}",
+        auth.map_err(|e| e.to_string()),
+        peer.all_commands()
+    );
+    assert_eq!(
+        peer.commands(1),
+        [
+            EHLO,
+            &format!("AUTH PLAIN {}", plain_b64(ALICE, ALICE_PASS)),
+            "QUIT"
+        ]
+    );
+    peer.assert_clean();
+}
+
+#[test]
+fn smtp_421_on_an_idle_tls_connection_is_replaced_transparently() {
+    let mut server = SmtpServer::smtp(&["PIPELINING", "STARTTLS"]);
+    server.idle_421_after = Some(Duration::from_millis(200));
+    let peer = server.start();
+    let dir = open("smtp", &peer, &[&ca_file_line()]);
+    dir.rcpt(ALICE).unwrap();
+    assert!(peer.wait_until(Duration::from_secs(5), |p| p.ended(0)));
+    assert_eq!(
+        dir.rcpt("nobody@example.org").unwrap_err().kind(),
+        Kind::Rejected
+    );
+    drop(dir);
+    peer.wait_all_ended();
+    assert_eq!(peer.connections(), 2);
+    assert_eq!(
+        peer.commands(1),
+        [
+            EHLO,
+            "STARTTLS",
+            EHLO,
+            "MAIL FROM:<>",
+            &rcpt("nobody@example.org"),
+            "QUIT"
+        ]
     );
     peer.assert_clean();
 }

@@ -50,7 +50,10 @@ pub enum PeerError {
     /// Nothing came within the time given.
     Timeout(String),
     /// The client sent something other than what the script expected.
-    Unexpected { expected: String, got: String },
+    Unexpected {
+        expected: String,
+        got: String,
+    },
     Io(std::io::Error),
     Tls(String),
 }
@@ -128,7 +131,9 @@ impl Peer {
     /// Listens on 127.0.0.1 port 0; each connection runs `script`.
     pub fn start(script: impl Fn(&mut Conn) -> PeerResult + Send + Sync + 'static) -> Peer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
@@ -159,7 +164,10 @@ impl Peer {
         lock(&self.shared.logs).len()
     }
 
-    /// The most connections open at the same time (from accept to the script's end).
+    /// The most connections open at the same time, each counted from accept to the end of
+    /// its script. A client that closes one connection and at once opens another may be
+    /// seen with both for a moment (the peer has not read the close yet): this can only
+    /// overcount, so `max_concurrent() <= n` is a sound assertion.
     pub fn max_concurrent(&self) -> usize {
         self.shared.max_active.load(Ordering::SeqCst)
     }
@@ -301,9 +309,8 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, script: Arc<Script>) 
             let script = script.clone();
             std::thread::spawn(move || {
                 let mut conn = Conn::new(tcp, log.clone(), shared.clone());
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    script(&mut conn)
-                }));
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| script(&mut conn)));
                 let error = match outcome {
                     Ok(Ok(())) | Ok(Err(PeerError::Closed)) | Ok(Err(PeerError::Stopped)) => None,
                     Ok(Err(e)) => Some(e.to_string()),
@@ -464,9 +471,7 @@ impl Conn {
                 Ok(true)
             }
             Err(_) if self.stopped() => Err(PeerError::Stopped),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                Ok(false)
-            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => Ok(false),
             Err(e) if e.kind() == ErrorKind::Interrupted => Ok(true),
             Err(e)
                 if matches!(
@@ -696,14 +701,13 @@ fn tls_material() -> &'static TlsMaterial {
             .expect("leaf certificate");
         let chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone(), ca_cert.der().clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let server = ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("server certificate");
+        let server =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .expect("server certificate");
         // One file per test process: the test binaries may run at the same time.
         let ca_path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("peer-ca-{}.pem", std::process::id()));
@@ -1118,7 +1122,9 @@ fn run_imap(cfg: &ImapServer, c: &mut Conn) -> PeerResult {
             "LOGIN" => {
                 if has_word(&in_force, "LOGINDISABLED") {
                     c.note("LOGIN although LOGINDISABLED");
-                    c.send(&format!("{tag} NO [PRIVACYREQUIRED] Plaintext login disabled"))?;
+                    c.send(&format!(
+                        "{tag} NO [PRIVACYREQUIRED] Plaintext login disabled"
+                    ))?;
                     continue;
                 }
                 let args_start = line.len() - args.len();
@@ -1222,7 +1228,9 @@ fn angle_address(args: &str) -> Option<&str> {
 /// A response to a 334 challenge (recorded); notes a client that answered early.
 fn smtp_challenge(c: &mut Conn, challenge: &str) -> PeerResult<String> {
     if c.data_within(Duration::from_millis(100))? {
-        c.note(format!("answer sent before the challenge '334 {challenge}'"));
+        c.note(format!(
+            "answer sent before the challenge '334 {challenge}'"
+        ));
     }
     c.send(&format!("334 {challenge}"))?;
     c.next_line()
@@ -1270,9 +1278,7 @@ fn run_smtp(cfg: &SmtpServer, c: &mut Conn) -> PeerResult {
         let advertised = |ext: &[String], mech: &str| {
             ext.iter().any(|k| {
                 let mut words = k.split_ascii_whitespace();
-                words
-                    .next()
-                    .is_some_and(|w| w.eq_ignore_ascii_case("AUTH"))
+                words.next().is_some_and(|w| w.eq_ignore_ascii_case("AUTH"))
                     && words.any(|w| w.eq_ignore_ascii_case(mech))
             })
         };
@@ -1287,9 +1293,7 @@ fn run_smtp(cfg: &SmtpServer, c: &mut Conn) -> PeerResult {
                 c.note(format!("{verb} sent to a server expecting {hello}"));
                 c.send("500 5.5.2 Error: command not recognized")?;
             }
-            "STARTTLS"
-                if !c.is_tls() && ext.iter().any(|k| k.eq_ignore_ascii_case("STARTTLS")) =>
-            {
+            "STARTTLS" if !c.is_tls() && ext.iter().any(|k| k.eq_ignore_ascii_case("STARTTLS")) => {
                 c.send("220 2.0.0 Ready to start TLS")?;
                 c.start_tls()?;
                 helo_done = false;

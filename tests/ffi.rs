@@ -1,0 +1,194 @@
+//! The C API called as C would call it: NULL everywhere, bad bytes, the last-error contract,
+//! and the shape of the shared library (SONAME, exported symbols).
+
+use remote_directory::ffi::*;
+use std::ffi::{CStr, CString};
+use std::ptr;
+
+const OK: directory_result = directory_result::DIRECTORY_RESULT_OK;
+const REJECTED: directory_result = directory_result::DIRECTORY_RESULT_REJECTED;
+const INVALID: directory_result = directory_result::DIRECTORY_RESULT_INVALID_INPUT;
+const CONFIG: directory_result = directory_result::DIRECTORY_RESULT_CONFIG;
+const UNSUPPORTED: directory_result = directory_result::DIRECTORY_RESULT_UNSUPPORTED;
+
+fn last_error() -> String {
+    // SAFETY: directory_last_error never returns NULL and the string lives until our next call.
+    unsafe { CStr::from_ptr(directory_last_error()) }.to_string_lossy().into_owned()
+}
+
+fn c(s: &str) -> CString {
+    CString::new(s).unwrap()
+}
+
+/// An LMTP directory on a closed port: enough for everything that sends nothing.
+fn open_lmtp() -> *mut directory {
+    let config = c("[directory.d]\ntype = \"lmtp\"\naddress = \"127.0.0.1\"\nport = 9\nlookup.domains = [\"example.org\"]\n");
+    let mut dir = ptr::null_mut();
+    assert_eq!(directory_open_str(config.as_ptr(), ptr::null(), &mut dir), OK, "{}", last_error());
+    assert!(!dir.is_null());
+    dir
+}
+
+#[test]
+fn null_arguments_are_invalid_input() {
+    let dir = open_lmtp();
+    let s = c("x@example.org");
+    let mut out = ptr::null_mut();
+    assert_eq!(directory_open(ptr::null(), ptr::null(), &mut out), INVALID);
+    assert_eq!(last_error(), "config_path is NULL");
+    assert_eq!(directory_open_str(ptr::null(), ptr::null(), &mut out), INVALID);
+    assert_eq!(directory_open_str(s.as_ptr(), ptr::null(), ptr::null_mut()), INVALID);
+    assert_eq!(last_error(), "out is NULL");
+    assert!(out.is_null(), "*out is written only on OK");
+    assert_eq!(directory_auth(ptr::null_mut(), s.as_ptr(), s.as_ptr()), INVALID);
+    assert_eq!(last_error(), "directory handle is NULL");
+    assert_eq!(directory_auth(dir, ptr::null(), s.as_ptr()), INVALID);
+    assert_eq!(last_error(), "user is NULL");
+    assert_eq!(directory_auth(dir, s.as_ptr(), ptr::null()), INVALID);
+    assert_eq!(last_error(), "secret is NULL");
+    assert_eq!(directory_rcpt(ptr::null_mut(), s.as_ptr()), INVALID);
+    assert_eq!(directory_rcpt(dir, ptr::null()), INVALID);
+    assert_eq!(directory_is_local_domain(ptr::null(), s.as_ptr()), INVALID);
+    assert_eq!(directory_is_local_domain(dir, ptr::null()), INVALID);
+    directory_close(ptr::null_mut());
+    directory_close(dir);
+}
+
+#[test]
+fn non_utf8_and_injection_are_invalid_input_and_send_nothing() {
+    let dir = open_lmtp();
+    let bad_utf8 = CString::new(vec![b'a', 0xff, b'@', b'x']).unwrap();
+    assert_eq!(directory_rcpt(dir, bad_utf8.as_ptr()), INVALID);
+    assert_eq!(last_error(), "address is not valid UTF-8");
+    for bad in ["a@x\r\nDATA", "a@x\nRSET", "<a@x>", "a b@x"] {
+        let s = c(bad);
+        assert_eq!(directory_rcpt(dir, s.as_ptr()), INVALID, "{bad:?}");
+    }
+    let user = c("alice\r\na1 LOGOUT");
+    let secret = c("pw");
+    assert_eq!(directory_auth(dir, user.as_ptr(), secret.as_ptr()), INVALID);
+    let long = c(&"a".repeat(321));
+    assert_eq!(directory_rcpt(dir, long.as_ptr()), INVALID);
+    assert_eq!(last_error(), "address is longer than 320 bytes");
+    let long_secret = c(&"s".repeat(4097));
+    assert_eq!(directory_auth(dir, secret.as_ptr(), long_secret.as_ptr()), INVALID);
+    assert!(!last_error().contains("sss"));
+    directory_close(dir);
+}
+
+#[test]
+fn last_error_is_per_thread_and_cleared_by_the_next_call() {
+    let dir = open_lmtp() as usize;
+    let domain = c("other.test");
+    assert_eq!(directory_is_local_domain(dir as *const directory, domain.as_ptr()), REJECTED);
+    assert_eq!(last_error(), "'other.test' is not in directory.d.lookup.domains");
+    std::thread::spawn(move || {
+        assert_eq!(last_error(), "", "another thread's error is not visible here");
+        let ours = c("EXAMPLE.org.");
+        assert_eq!(directory_is_local_domain(dir as *const directory, ours.as_ptr()), OK);
+    })
+    .join()
+    .unwrap();
+    assert_eq!(last_error(), "'other.test' is not in directory.d.lookup.domains");
+    let ours = c("example.org");
+    assert_eq!(directory_is_local_domain(dir as *const directory, ours.as_ptr()), OK);
+    assert_eq!(last_error(), "", "an OK call clears it");
+    directory_close(dir as *mut directory);
+}
+
+#[test]
+fn rcpt_on_imap_is_unsupported() {
+    let config = c("[directory.i]\ntype = \"imap\"\naddress = \"127.0.0.1\"\nport = 9\n");
+    let mut dir = ptr::null_mut();
+    assert_eq!(directory_open_str(config.as_ptr(), c("i").as_ptr(), &mut dir), OK);
+    assert_eq!(directory_rcpt(dir, c("a@b").as_ptr()), UNSUPPORTED);
+    directory_close(dir);
+}
+
+#[test]
+fn config_errors_through_the_c_api() {
+    let mut out = ptr::null_mut();
+    let path = c("/nonexistent/remote-directory.toml");
+    assert_eq!(directory_open(path.as_ptr(), ptr::null(), &mut out), CONFIG);
+    assert!(last_error().starts_with("/nonexistent/remote-directory.toml: cannot read configuration"), "{}", last_error());
+    let two = c("[directory.a]\ntype = \"imap\"\naddress = \"h\"\n[directory.b]\ntype = \"smtp\"\naddress = \"h\"\n");
+    assert_eq!(directory_open_str(two.as_ptr(), ptr::null(), &mut out), CONFIG);
+    assert!(last_error().contains("several directories defined ('a', 'b')"), "{}", last_error());
+    assert_eq!(directory_open_str(two.as_ptr(), c("c").as_ptr(), &mut out), CONFIG);
+    assert!(last_error().contains("no directory named 'c'; defined: 'a', 'b'"), "{}", last_error());
+    assert!(out.is_null());
+    assert_eq!(directory_open_str(two.as_ptr(), c("b").as_ptr(), &mut out), OK);
+    directory_close(out);
+}
+
+#[test]
+fn result_names_and_version() {
+    let name = |r: u32| unsafe { CStr::from_ptr(directory_result_name(r)) }.to_str().unwrap().to_string();
+    let expected = ["OK", "REJECTED", "TEMPORARY", "UNSUPPORTED", "INVALID_INPUT", "CONFIG", "INTERNAL"];
+    for (value, want) in expected.iter().enumerate() {
+        assert_eq!(name(value as u32), *want);
+    }
+    assert_eq!(name(7), "UNKNOWN");
+    assert_eq!(name(u32::MAX), "UNKNOWN");
+    assert_eq!(directory_result::DIRECTORY_RESULT_INTERNAL as u32, 6);
+    let version = unsafe { CStr::from_ptr(directory_version()) }.to_str().unwrap();
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+}
+
+/// target/<profile>/ of this test binary, where cargo put libremote_directory.so.
+fn shared_library() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let lib = exe.parent().unwrap().parent().unwrap().join("libremote_directory.so");
+    assert!(lib.exists(), "{} not built", lib.display());
+    lib
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} (binutils) is needed: {e}"));
+    assert!(out.status.success(), "{cmd} {args:?} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn shared_library_exports_only_the_api_and_has_a_soname() {
+    let lib = shared_library();
+    let lib = lib.to_str().unwrap();
+    let symbols: Vec<String> = run("nm", &["-D", "--defined-only", lib])
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .collect();
+    let mut expected = vec![
+        "directory_auth", "directory_close", "directory_is_local_domain", "directory_last_error",
+        "directory_open", "directory_open_str", "directory_rcpt", "directory_result_name", "directory_version",
+    ];
+    expected.sort();
+    let mut got: Vec<&str> = symbols.iter().map(String::as_str).collect();
+    got.sort();
+    assert_eq!(got, expected);
+    assert!(run("readelf", &["-d", lib]).contains("Library soname: [libremote_directory.so.0]"));
+}
+
+#[test]
+fn committed_header_declares_exactly_the_api() {
+    let header = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/include/remote_directory.h")).unwrap();
+    for decl in [
+        "typedef uint32_t directory_result;",
+        "typedef struct directory directory;",
+        "DIRECTORY_RESULT_OK = 0,",
+        "DIRECTORY_RESULT_INTERNAL = 6,",
+        "directory_result directory_open(const char *config_path, const char *name, directory **out);",
+        "directory_result directory_open_str(const char *config_toml, const char *name, directory **out);",
+        "directory_result directory_auth(directory *dir, const char *user, const char *secret);",
+        "directory_result directory_rcpt(directory *dir, const char *address);",
+        "directory_result directory_is_local_domain(const directory *dir, const char *domain);",
+        "void directory_close(directory *dir);",
+        "const char *directory_last_error(void);",
+        "const char *directory_result_name(uint32_t result);",
+        "const char *directory_version(void);",
+    ] {
+        assert!(header.contains(decl), "header lacks: {decl}");
+    }
+}
