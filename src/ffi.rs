@@ -343,7 +343,9 @@ mod tests {
         let result = panicking();
         std::panic::set_hook(hook);
         assert_eq!(result, DIRECTORY_RESULT_INTERNAL);
-        let msg = unsafe { CStr::from_ptr(directory_last_error()) }.to_str().unwrap();
+        let msg = unsafe { CStr::from_ptr(directory_last_error()) }
+            .to_str()
+            .unwrap();
         assert!(msg.contains("panic was contained"), "{msg}");
     }
 
@@ -354,6 +356,9 @@ mod tests {
         assert_eq!(result_of(Kind::PoolTimeout), DIRECTORY_RESULT_TEMPORARY);
         assert_eq!(result_of(Kind::Deferred), DIRECTORY_RESULT_TEMPORARY);
         assert_eq!(result_of(Kind::Config), DIRECTORY_RESULT_CONFIG);
-        assert_eq!(result_of(Kind::InvalidInput), DIRECTORY_RESULT_INVALID_INPUT);
+        assert_eq!(
+            result_of(Kind::InvalidInput),
+            DIRECTORY_RESULT_INVALID_INPUT
+        );
     }
 }

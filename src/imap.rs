@@ -225,6 +225,8 @@ fn imap_string(s: &str) -> ImapString {
 pub struct ImapSession {
     conn: Connection,
     caps: Capabilities,
+    /// Capabilities of the not-authenticated state, restored after UNAUTHENTICATE.
+    pre_login_caps: Capabilities,
     next_tag: u32,
     server: String,
 }
@@ -237,6 +239,7 @@ impl ImapSession {
         let mut session = ImapSession {
             conn,
             caps: Capabilities::default(),
+            pre_login_caps: Capabilities::default(),
             next_tag: 0,
             server,
         };
@@ -381,6 +384,9 @@ impl ImapSession {
             .with_server(&self.server));
         }
         let caps = self.caps;
+        // The login's reply may announce post-login capabilities: keep the ones in force
+        // before it, for the next login after UNAUTHENTICATE.
+        self.pre_login_caps = caps;
         let (shown, result) = if caps.auth_plain {
             (
                 "AUTHENTICATE PLAIN",
@@ -510,6 +516,8 @@ impl ImapSession {
             return Ok(false);
         }
         let (status, _) = self.command(b"UNAUTHENTICATE", "UNAUTHENTICATE")?;
+        // Back in the not-authenticated state: its capabilities apply again.
+        self.caps = self.pre_login_caps;
         Ok(status == Status::Ok)
     }
 

@@ -271,7 +271,13 @@ impl SmtpSession {
                 .command(b"RSET\r\n", "RSET")
                 .map_err(|e| e.with_server(&server))?;
             if !reply.is_positive() {
-                return Err(self.fail(Kind::Protocol, "RSET", &reply));
+                // 421: the server closed the idle connection; the caller retries afresh.
+                let kind = if reply.code == 421 {
+                    Kind::Network
+                } else {
+                    Kind::Protocol
+                };
+                return Err(self.fail(kind, "RSET", &reply));
             }
             self.in_transaction = false;
         }
@@ -326,7 +332,8 @@ impl SmtpSession {
         let opening = !self.in_transaction;
         if opening {
             out.extend_from_slice(b"MAIL FROM:<>");
-            if self.ext.smtputf8 && !address.is_ascii() {
+            // Declared for the whole transaction: later probes in it may be non-ASCII.
+            if self.ext.smtputf8 {
                 out.extend_from_slice(b" SMTPUTF8");
             }
             out.extend_from_slice(b"\r\n");

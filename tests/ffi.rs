@@ -13,7 +13,9 @@ const UNSUPPORTED: directory_result = directory_result::DIRECTORY_RESULT_UNSUPPO
 
 fn last_error() -> String {
     // SAFETY: directory_last_error never returns NULL and the string lives until our next call.
-    unsafe { CStr::from_ptr(directory_last_error()) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(directory_last_error()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn c(s: &str) -> CString {
@@ -24,7 +26,12 @@ fn c(s: &str) -> CString {
 fn open_lmtp() -> *mut directory {
     let config = c("[directory.d]\ntype = \"lmtp\"\naddress = \"127.0.0.1\"\nport = 9\nlookup.domains = [\"example.org\"]\n");
     let mut dir = ptr::null_mut();
-    assert_eq!(directory_open_str(config.as_ptr(), ptr::null(), &mut dir), OK, "{}", last_error());
+    assert_eq!(
+        directory_open_str(config.as_ptr(), ptr::null(), &mut dir),
+        OK,
+        "{}",
+        last_error()
+    );
     assert!(!dir.is_null());
     dir
 }
@@ -36,11 +43,20 @@ fn null_arguments_are_invalid_input() {
     let mut out = ptr::null_mut();
     assert_eq!(directory_open(ptr::null(), ptr::null(), &mut out), INVALID);
     assert_eq!(last_error(), "config_path is NULL");
-    assert_eq!(directory_open_str(ptr::null(), ptr::null(), &mut out), INVALID);
-    assert_eq!(directory_open_str(s.as_ptr(), ptr::null(), ptr::null_mut()), INVALID);
+    assert_eq!(
+        directory_open_str(ptr::null(), ptr::null(), &mut out),
+        INVALID
+    );
+    assert_eq!(
+        directory_open_str(s.as_ptr(), ptr::null(), ptr::null_mut()),
+        INVALID
+    );
     assert_eq!(last_error(), "out is NULL");
     assert!(out.is_null(), "*out is written only on OK");
-    assert_eq!(directory_auth(ptr::null_mut(), s.as_ptr(), s.as_ptr()), INVALID);
+    assert_eq!(
+        directory_auth(ptr::null_mut(), s.as_ptr(), s.as_ptr()),
+        INVALID
+    );
     assert_eq!(last_error(), "directory handle is NULL");
     assert_eq!(directory_auth(dir, ptr::null(), s.as_ptr()), INVALID);
     assert_eq!(last_error(), "user is NULL");
@@ -71,7 +87,10 @@ fn non_utf8_and_injection_are_invalid_input_and_send_nothing() {
     assert_eq!(directory_rcpt(dir, long.as_ptr()), INVALID);
     assert_eq!(last_error(), "address is longer than 320 bytes");
     let long_secret = c(&"s".repeat(4097));
-    assert_eq!(directory_auth(dir, secret.as_ptr(), long_secret.as_ptr()), INVALID);
+    assert_eq!(
+        directory_auth(dir, secret.as_ptr(), long_secret.as_ptr()),
+        INVALID
+    );
     assert!(!last_error().contains("sss"));
     directory_close(dir);
 }
@@ -80,18 +99,37 @@ fn non_utf8_and_injection_are_invalid_input_and_send_nothing() {
 fn last_error_is_per_thread_and_cleared_by_the_next_call() {
     let dir = open_lmtp() as usize;
     let domain = c("other.test");
-    assert_eq!(directory_is_local_domain(dir as *const directory, domain.as_ptr()), REJECTED);
-    assert_eq!(last_error(), "'other.test' is not in directory.d.lookup.domains");
+    assert_eq!(
+        directory_is_local_domain(dir as *const directory, domain.as_ptr()),
+        REJECTED
+    );
+    assert_eq!(
+        last_error(),
+        "'other.test' is not in directory.d.lookup.domains"
+    );
     std::thread::spawn(move || {
-        assert_eq!(last_error(), "", "another thread's error is not visible here");
+        assert_eq!(
+            last_error(),
+            "",
+            "another thread's error is not visible here"
+        );
         let ours = c("EXAMPLE.org.");
-        assert_eq!(directory_is_local_domain(dir as *const directory, ours.as_ptr()), OK);
+        assert_eq!(
+            directory_is_local_domain(dir as *const directory, ours.as_ptr()),
+            OK
+        );
     })
     .join()
     .unwrap();
-    assert_eq!(last_error(), "'other.test' is not in directory.d.lookup.domains");
+    assert_eq!(
+        last_error(),
+        "'other.test' is not in directory.d.lookup.domains"
+    );
     let ours = c("example.org");
-    assert_eq!(directory_is_local_domain(dir as *const directory, ours.as_ptr()), OK);
+    assert_eq!(
+        directory_is_local_domain(dir as *const directory, ours.as_ptr()),
+        OK
+    );
     assert_eq!(last_error(), "", "an OK call clears it");
     directory_close(dir as *mut directory);
 }
@@ -100,7 +138,10 @@ fn last_error_is_per_thread_and_cleared_by_the_next_call() {
 fn rcpt_on_imap_is_unsupported() {
     let config = c("[directory.i]\ntype = \"imap\"\naddress = \"127.0.0.1\"\nport = 9\n");
     let mut dir = ptr::null_mut();
-    assert_eq!(directory_open_str(config.as_ptr(), c("i").as_ptr(), &mut dir), OK);
+    assert_eq!(
+        directory_open_str(config.as_ptr(), c("i").as_ptr(), &mut dir),
+        OK
+    );
     assert_eq!(directory_rcpt(dir, c("a@b").as_ptr()), UNSUPPORTED);
     directory_close(dir);
 }
@@ -110,35 +151,76 @@ fn config_errors_through_the_c_api() {
     let mut out = ptr::null_mut();
     let path = c("/nonexistent/remote-directory.toml");
     assert_eq!(directory_open(path.as_ptr(), ptr::null(), &mut out), CONFIG);
-    assert!(last_error().starts_with("/nonexistent/remote-directory.toml: cannot read configuration"), "{}", last_error());
+    assert!(
+        last_error().starts_with("/nonexistent/remote-directory.toml: cannot read configuration"),
+        "{}",
+        last_error()
+    );
     let two = c("[directory.a]\ntype = \"imap\"\naddress = \"h\"\n[directory.b]\ntype = \"smtp\"\naddress = \"h\"\n");
-    assert_eq!(directory_open_str(two.as_ptr(), ptr::null(), &mut out), CONFIG);
-    assert!(last_error().contains("several directories defined ('a', 'b')"), "{}", last_error());
-    assert_eq!(directory_open_str(two.as_ptr(), c("c").as_ptr(), &mut out), CONFIG);
-    assert!(last_error().contains("no directory named 'c'; defined: 'a', 'b'"), "{}", last_error());
+    assert_eq!(
+        directory_open_str(two.as_ptr(), ptr::null(), &mut out),
+        CONFIG
+    );
+    assert!(
+        last_error().contains("several directories defined ('a', 'b')"),
+        "{}",
+        last_error()
+    );
+    assert_eq!(
+        directory_open_str(two.as_ptr(), c("c").as_ptr(), &mut out),
+        CONFIG
+    );
+    assert!(
+        last_error().contains("no directory named 'c'; defined: 'a', 'b'"),
+        "{}",
+        last_error()
+    );
     assert!(out.is_null());
-    assert_eq!(directory_open_str(two.as_ptr(), c("b").as_ptr(), &mut out), OK);
+    assert_eq!(
+        directory_open_str(two.as_ptr(), c("b").as_ptr(), &mut out),
+        OK
+    );
     directory_close(out);
 }
 
 #[test]
 fn result_names_and_version() {
-    let name = |r: u32| unsafe { CStr::from_ptr(directory_result_name(r)) }.to_str().unwrap().to_string();
-    let expected = ["OK", "REJECTED", "TEMPORARY", "UNSUPPORTED", "INVALID_INPUT", "CONFIG", "INTERNAL"];
+    let name = |r: u32| {
+        unsafe { CStr::from_ptr(directory_result_name(r)) }
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let expected = [
+        "OK",
+        "REJECTED",
+        "TEMPORARY",
+        "UNSUPPORTED",
+        "INVALID_INPUT",
+        "CONFIG",
+        "INTERNAL",
+    ];
     for (value, want) in expected.iter().enumerate() {
         assert_eq!(name(value as u32), *want);
     }
     assert_eq!(name(7), "UNKNOWN");
     assert_eq!(name(u32::MAX), "UNKNOWN");
     assert_eq!(directory_result::DIRECTORY_RESULT_INTERNAL as u32, 6);
-    let version = unsafe { CStr::from_ptr(directory_version()) }.to_str().unwrap();
+    let version = unsafe { CStr::from_ptr(directory_version()) }
+        .to_str()
+        .unwrap();
     assert_eq!(version, env!("CARGO_PKG_VERSION"));
 }
 
 /// target/<profile>/ of this test binary, where cargo put libremote_directory.so.
 fn shared_library() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let lib = exe.parent().unwrap().parent().unwrap().join("libremote_directory.so");
+    let lib = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("libremote_directory.so");
     assert!(lib.exists(), "{} not built", lib.display());
     lib
 }
@@ -161,8 +243,15 @@ fn shared_library_exports_only_the_api_and_has_a_soname() {
         .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
         .collect();
     let mut expected = vec![
-        "directory_auth", "directory_close", "directory_is_local_domain", "directory_last_error",
-        "directory_open", "directory_open_str", "directory_rcpt", "directory_result_name", "directory_version",
+        "directory_auth",
+        "directory_close",
+        "directory_is_local_domain",
+        "directory_last_error",
+        "directory_open",
+        "directory_open_str",
+        "directory_rcpt",
+        "directory_result_name",
+        "directory_version",
     ];
     expected.sort();
     let mut got: Vec<&str> = symbols.iter().map(String::as_str).collect();
@@ -173,7 +262,11 @@ fn shared_library_exports_only_the_api_and_has_a_soname() {
 
 #[test]
 fn committed_header_declares_exactly_the_api() {
-    let header = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/include/remote_directory.h")).unwrap();
+    let header = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/include/remote_directory.h"
+    ))
+    .unwrap();
     for decl in [
         "typedef uint32_t directory_result;",
         "typedef struct directory directory;",

@@ -51,7 +51,9 @@ impl Servers {
     }
 
     pub fn port(&self, key: &str) -> u16 {
-        self.var(key).parse().unwrap_or_else(|_| panic!("{key} is not a port"))
+        self.var(key)
+            .parse()
+            .unwrap_or_else(|_| panic!("{key} is not a port"))
     }
 
     pub fn ca(&self) -> &str {

@@ -1,0 +1,576 @@
+#!/usr/bin/env bash
+# c-examples/tests/run.sh -- the C programs against real servers.
+#
+#   tests/servers/servers.sh start /tmp/rd-c && export RD_SERVERS_ENV=/tmp/rd-c/env
+#   bash c-examples/tests/run.sh            (or: make test-c)
+#
+# Installs the library with `make install DESTDIR=<tmp> PREFIX=/usr`, builds every C program
+# against that installed copy through pkg-config, then checks the example, directory-check,
+# the PAM module (pam_wrapper + pamtester), checkpassword (directly and behind a second,
+# private Dovecot on 127.0.0.1:10144) and the Postfix policy service (over stdin and behind
+# the harness Postfix). One line per check, then "N passed, M failed". Never skips: a
+# missing server or tool is a failure. Must run as root (it starts a Dovecot).
+# RD_C_KEEP=1 keeps the temporary directory for inspection.
+set -euo pipefail
+
+HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+ROOT=$(cd -- "$HERE/../.." && pwd -P)
+CHECKPW_PORT=10144
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok   - $1"; }
+fail() {
+    failed=$((failed + 1))
+    echo "FAIL - $1"
+    shift
+    local line
+    for line in "$@"; do echo "       $line"; done
+}
+die() {
+    echo "run.sh: $*" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+}
+
+# ---------------------------------------------------------------------------------------
+# prerequisites: fail, never skip
+
+if [[ -z "${RD_SERVERS_ENV:-}" ]]; then
+    die "RD_SERVERS_ENV is not set. Start the test servers first:
+    tests/servers/servers.sh start /tmp/rd-c && export RD_SERVERS_ENV=/tmp/rd-c/env"
+fi
+[[ -r "$RD_SERVERS_ENV" ]] || die "RD_SERVERS_ENV=$RD_SERVERS_ENV is not readable; start the servers:
+    tests/servers/servers.sh start /tmp/rd-c && export RD_SERVERS_ENV=/tmp/rd-c/env"
+# shellcheck disable=SC1090
+. "$RD_SERVERS_ENV"
+for v in RD_CA RD_IMAP_PORT RD_LMTP_PORT RD_POLICY_SMTP_PORT RD_POLICY_PORT; do
+    [[ -n "${!v:-}" ]] || die "$RD_SERVERS_ENV does not define $v"
+done
+((EUID == 0)) || die "must run as root (starts a private Dovecot for the checkpassword test)"
+for tool in cc make pkg-config nm readelf python3 pamtester dovecot doveconf; do
+    command -v "$tool" >/dev/null || die "'$tool' not found (Debian: gcc make pkg-config binutils python3 pamtester dovecot-imapd)"
+done
+PAM_WRAPPER_LIB=$(ldconfig -p | awk '/libpam_wrapper\.so / {print $NF; exit}')
+[[ -n "$PAM_WRAPPER_LIB" ]] || die "libpam_wrapper.so not found (Debian: apt-get install libpam-wrapper)"
+[[ -e /usr/include/security/pam_modules.h ]] || die "PAM headers missing (Debian: libpam0g-dev)"
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_open "$RD_IMAP_PORT" && port_open "$RD_LMTP_PORT" && port_open "$RD_POLICY_SMTP_PORT" ||
+    die "the test servers of $RD_SERVERS_ENV do not answer; restart them:
+    tests/servers/servers.sh start ${RD_DIR:-/tmp/rd-c}"
+port_open "$RD_POLICY_PORT" && die "something already listens on the policy port $RD_POLICY_PORT"
+port_open "$CHECKPW_PORT" && die "port $CHECKPW_PORT (private Dovecot) is already in use"
+
+T=$(mktemp -d /tmp/rd-c-test.XXXXXX)
+# The private Dovecot's auth process (user dovecot) runs our checkpassword from here.
+chmod 755 "$T"
+LISTENER_PID=
+cleanup() {
+    if [[ -n "$LISTENER_PID" ]]; then kill "$LISTENER_PID" 2>/dev/null || true; fi
+    local pid i
+    if [[ -r "$T/dovecot/run/master.pid" ]]; then
+        pid=$(cat "$T/dovecot/run/master.pid")
+        kill "$pid" 2>/dev/null || true
+        for i in $(seq 50); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
+    fi
+    if [[ "${RD_C_KEEP:-}" == 1 ]]; then echo "kept $T"; else rm -rf -- "$T"; fi
+}
+trap cleanup EXIT
+
+# run NAME EXPECTED_STATUS CMD... : runs CMD, output in $T/out/NAME.{out,err}; sets $rc.
+mkdir -p "$T/out"
+run() {
+    local name=$1
+    shift
+    rc=0
+    "$@" >"$T/out/$name.out" 2>"$T/out/$name.err" || rc=$?
+    OUT=$(cat "$T/out/$name.out")
+    ERR=$(cat "$T/out/$name.err")
+}
+# expect DESC WANT_RC [grep-pattern-in-stdout+stderr]...
+expect() {
+    local desc=$1 want=$2 pat
+    shift 2
+    if [[ "$rc" != "$want" ]]; then
+        fail "$desc" "exit status $rc, expected $want" "stdout: ${OUT:0:400}" "stderr: ${ERR:0:400}"
+        return
+    fi
+    for pat in "$@"; do
+        if ! grep -qE -- "$pat" <<<"$OUT"$'\n'"$ERR"; then
+            fail "$desc" "output lacks /$pat/" "stdout: ${OUT:0:400}" "stderr: ${ERR:0:400}"
+            return
+        fi
+    done
+    ok "$desc"
+}
+
+# ---------------------------------------------------------------------------------------
+# 1. install, then build everything against the installed copy
+
+STAGE=$T/stage
+if make -C "$ROOT" --no-print-directory install DESTDIR="$STAGE" PREFIX=/usr \
+    >"$T/out/install.log" 2>&1; then
+    ok "make install DESTDIR=$STAGE PREFIX=/usr"
+else
+    tail -n 30 "$T/out/install.log"
+    die "make install failed (log above)"
+fi
+
+L=$STAGE/usr/lib
+missing=()
+for f in "$L/libremote_directory.so.0.1.0" "$L/libremote_directory.a" \
+    "$STAGE/usr/include/remote_directory.h" "$L/pkgconfig/remote_directory.pc" \
+    "$STAGE/usr/bin/directory-check" "$STAGE/usr/bin/checkpassword-remote-directory" \
+    "$STAGE/usr/sbin/policy-remote-directory" "$L/security/pam_remote_directory.so"; do
+    [[ -f "$f" ]] || missing+=("$f")
+done
+if ((${#missing[@]} == 0)); then ok "installed files present"; else fail "installed files present" "missing: ${missing[*]}"; fi
+if [[ "$(readlink "$L/libremote_directory.so.0")" == libremote_directory.so.0.1.0 &&
+    "$(readlink "$L/libremote_directory.so")" == libremote_directory.so.0 ]]; then
+    ok "SONAME symlinks .so -> .so.0 -> .so.0.1.0"
+else
+    fail "SONAME symlinks" "$(ls -l "$L"/libremote_directory.so* 2>&1)"
+fi
+soname=$(readelf -d "$L/libremote_directory.so.0.1.0" | sed -n 's/.*(SONAME).*\[\(.*\)\].*/\1/p')
+if [[ "$soname" == libremote_directory.so.0 ]]; then ok "SONAME is libremote_directory.so.0"; else
+    fail "SONAME is libremote_directory.so.0" "readelf says '$soname'"; fi
+
+export PKG_CONFIG_PATH=$L/pkgconfig
+PKG="pkg-config --define-prefix"
+if [[ "$($PKG --modversion remote_directory 2>&1)" == 0.1.0 ]]; then ok "pkg-config finds remote_directory 0.1.0"; else
+    fail "pkg-config finds remote_directory" "$($PKG --modversion remote_directory 2>&1)"; fi
+CFLAGS_RD=$($PKG --cflags remote_directory)
+LIBS_RD=$($PKG --libs remote_directory)
+LIBDIR_RD=$($PKG --variable=libdir remote_directory)
+STATIC_RD=$($PKG --variable=static_libs remote_directory)
+[[ "$LIBDIR_RD" == "$L" ]] || fail "pkg-config --define-prefix relocates libdir" "libdir=$LIBDIR_RD"
+
+B=$T/bin
+mkdir -p "$B"
+WARN=(-Wall -Wextra -Werror -std=c99 -pedantic -O2)
+build_ok=1
+for prog in example directory-check checkpassword-remote-directory policy-remote-directory; do
+    # shellcheck disable=SC2086  # pkg-config output is a list of words
+    if ! cc "${WARN[@]}" -pthread $CFLAGS_RD -o "$B/$prog" "$ROOT/c-examples/$prog.c" \
+        $LIBS_RD -Wl,-rpath,"$LIBDIR_RD" >"$T/out/cc-$prog.log" 2>&1; then
+        build_ok=0
+        fail "build $prog with pkg-config" "$(cat "$T/out/cc-$prog.log")"
+    fi
+done
+# shellcheck disable=SC2086
+if ! cc "${WARN[@]}" -fPIC -shared $CFLAGS_RD -o "$B/pam_remote_directory.so" \
+    "$ROOT/c-examples/pam_remote_directory.c" $STATIC_RD \
+    -Wl,--exclude-libs,ALL -Wl,--version-script="$ROOT/c-examples/pam_remote_directory.map" \
+    -Wl,--gc-sections -Wl,-z,defs -lpam >"$T/out/cc-pam.log" 2>&1; then
+    build_ok=0
+    fail "build pam_remote_directory.so (static) with pkg-config" "$(cat "$T/out/cc-pam.log")"
+fi
+((build_ok)) && ok "C99 -Wall -Wextra -Werror -pedantic build of 4 programs + PAM module against the installed copy"
+((build_ok)) || die "cannot continue without the programs"
+
+exports=$(nm -D --defined-only "$B/pam_remote_directory.so" | awk '{print $3}' | sort | tr '\n' ' ')
+if [[ "$exports" == "pam_sm_authenticate pam_sm_setcred " ]]; then ok "PAM module exports only pam_sm_*"; else
+    fail "PAM module exports only pam_sm_*" "exports: $exports"; fi
+if readelf -d "$B/pam_remote_directory.so" | grep -q 'libremote_directory'; then
+    fail "PAM module contains the library (no libremote_directory NEEDED)"
+else ok "PAM module links the static library (no libremote_directory NEEDED)"; fi
+exports=$(nm -D --defined-only "$STAGE/usr/lib/security/pam_remote_directory.so" | awk '{print $3}' | sort | tr '\n' ' ')
+if [[ "$exports" == "pam_sm_authenticate pam_sm_setcred " ]]; then ok "installed PAM module exports only pam_sm_*"; else
+    fail "installed PAM module exports only pam_sm_*" "exports: $exports"; fi
+if readelf -d "$B/directory-check" | grep -q 'NEEDED.*\[libremote_directory.so.0\]'; then
+    ok "directory-check needs libremote_directory.so.0"
+else fail "directory-check needs libremote_directory.so.0" "$(readelf -d "$B/directory-check" | grep NEEDED)"; fi
+
+# ---------------------------------------------------------------------------------------
+# configurations
+
+CLOSED_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+dir_conf() { # NAME TYPE PORT
+    cat <<EOF
+[directory.$1]
+type = "$2"
+address = "localhost"
+port = $3
+timeout = "5s"
+[directory.$1.tls]
+implicit = false
+ca-file = "$RD_CA"
+[directory.$1.lookup]
+domains = ["example.org"]
+EOF
+}
+dir_conf imap imap "$RD_IMAP_PORT" >"$T/imap.toml"
+dir_conf lmtp lmtp "$RD_LMTP_PORT" >"$T/lmtp.toml"
+{ dir_conf imap imap "$RD_IMAP_PORT"; echo; dir_conf lmtp lmtp "$RD_LMTP_PORT"; } >"$T/both.toml"
+dir_conf imap imap "$CLOSED_PORT" >"$T/imap-down.toml"
+dir_conf lmtp lmtp "$CLOSED_PORT" >"$T/lmtp-down.toml"
+chmod 644 "$T"/*.toml
+
+ALICE=alice@example.org
+ALICE_PASS=alice-pass-1
+BOB_PASS='p"a\ss wörd'
+WRONG_PASS=not-alices-password
+
+# ---------------------------------------------------------------------------------------
+# 2. example
+
+run example "$B/example" "$T/both.toml" imap \
+    auth "$ALICE" "$ALICE_PASS" OK \
+    auth "$ALICE" "$WRONG_PASS" REJECTED \
+    domain example.org OK \
+    domain example.net REJECTED \
+    use lmtp \
+    rcpt "$ALICE" OK \
+    rcpt nosuchuser@example.org REJECTED
+expect "example: IMAP auth ok/wrong, domains, LMTP rcpt known/unknown" 0 '^6 of 6 results as expected' \
+    'AUTHENTICATIONFAILED' '550 5\.1\.1'
+run example-unexpected "$B/example" "$T/lmtp.toml" rcpt nosuchuser@example.org OK
+expect "example: a result other than the expected one exits 1" 1 'UNEXPECTED' '^0 of 1 results'
+
+# ---------------------------------------------------------------------------------------
+# 3. directory-check
+
+DC=$B/directory-check
+run dc-auth-ok bash -c 'printf "%s\n" "$1" | "$2" -c "$3" auth "$4"' _ "$ALICE_PASS" "$DC" "$T/imap.toml" "$ALICE"
+expect "directory-check auth: right password -> 0" 0 'alice@example.org: OK'
+run dc-auth-bob bash -c 'printf "%s" "$1" | "$2" -c "$3" auth "$4"' _ "$BOB_PASS" "$DC" "$T/imap.toml" bob@example.org
+expect "directory-check auth: bob's quote/backslash/space/UTF-8 password, no newline -> 0" 0 'bob@example.org: OK'
+run dc-auth-wrong bash -c 'printf "%s\n" "$1" | "$2" -v -c "$3" auth "$4"' _ "$WRONG_PASS" "$DC" "$T/imap.toml" "$ALICE"
+expect "directory-check -v auth: wrong password -> 1 with the server's reply" 1 'REJECTED: .*AUTHENTICATIONFAILED'
+run dc-auth-unknown bash -c 'printf "%s\n" "$1" | "$2" -c "$3" auth "$4"' _ "$ALICE_PASS" "$DC" "$T/imap.toml" nosuchuser@example.org
+expect "directory-check auth: unknown user -> 1" 1 'REJECTED'
+run dc-auth-long bash -c 'head -c 5000 /dev/zero | tr "\0" x | "$1" -c "$2" auth "$3"' _ "$DC" "$T/imap.toml" "$ALICE"
+expect "directory-check auth: 5000-byte password -> 4" 4 'longer than 4096'
+run dc-auth-down bash -c 'printf "%s\n" "$1" | "$2" -v -c "$3" auth "$4"' _ "$ALICE_PASS" "$DC" "$T/imap-down.toml" "$ALICE"
+expect "directory-check auth: server down (closed port) -> 2" 2 'TEMPORARY'
+
+# The terminal path: prompt on /dev/tty, no echo, exit status through the pty.
+cat >"$T/tty.py" <<'EOF'
+import os, pty, sys
+prog, cfg, user, password = sys.argv[1:5]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(prog, [prog, "-c", cfg, "auth", user])
+buf = b""
+while b"Password: " not in buf:
+    chunk = os.read(fd, 1024)
+    if not chunk:
+        break
+    buf += chunk
+os.write(fd, password.encode() + b"\n")
+while True:
+    try:
+        chunk = os.read(fd, 1024)
+    except OSError:
+        break
+    if not chunk:
+        break
+    buf += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(buf.decode("utf-8", "replace").replace("\r", ""))
+sys.stdout.write("password echoed\n" if password.encode() in buf else "password not echoed\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+EOF
+run dc-tty python3 "$T/tty.py" "$DC" "$T/imap.toml" "$ALICE" "$ALICE_PASS"
+expect "directory-check auth on a terminal: prompt, no echo -> 0" 0 '^Password: ' 'alice@example.org: OK' 'password not echoed'
+
+run dc-rcpt-ok "$DC" -c "$T/lmtp.toml" rcpt "$ALICE"
+expect "directory-check rcpt: existing -> 0" 0 'alice@example.org: OK'
+run dc-rcpt-unknown "$DC" -v -c "$T/lmtp.toml" rcpt nosuchuser@example.org
+expect "directory-check -v rcpt: unknown -> 1 with the 550" 1 'REJECTED: .*550 5\.1\.1'
+run dc-rcpt-crlf "$DC" -c "$T/lmtp.toml" rcpt $'alice@example.org>\r\nRSET\r\nRCPT TO:<bob@example.org'
+expect "directory-check rcpt: CR/LF injection -> 4, shown escaped" 4 'INVALID_INPUT' '\\r\\nRSET'
+run dc-rcpt-several "$DC" -c "$T/lmtp.toml" rcpt "$ALICE" nosuchuser@example.org bob@example.org
+expect "directory-check rcpt: several, worst status wins -> 1" 1 'alice@example.org: OK' 'nosuchuser@example.org: REJECTED' 'bob@example.org: OK'
+run dc-rcpt-imap "$DC" -c "$T/imap.toml" rcpt "$ALICE"
+expect "directory-check rcpt on an IMAP directory -> 3" 3 'UNSUPPORTED'
+run dc-domain-local "$DC" -c "$T/imap.toml" domain example.org EXAMPLE.ORG.
+expect "directory-check domain: local (any case, trailing dot) -> 0" 0 'example.org: OK'
+run dc-domain-foreign "$DC" -c "$T/imap.toml" domain example.net
+expect "directory-check domain: foreign -> 1" 1 'example.net: REJECTED'
+run dc-noconfig "$DC" -c "$T/does-not-exist.toml" domain example.org
+expect "directory-check: missing config -> 5" 5 'CONFIG'
+run dc-nodir "$DC" -c "$T/both.toml" -d nosuchdirectory domain example.org
+expect "directory-check: unknown directory name -> 5" 5 'CONFIG.*nosuchdirectory'
+run dc-ambiguous "$DC" -c "$T/both.toml" domain example.org
+expect "directory-check: two directories and no -d -> 5" 5 'CONFIG'
+run dc-rcpt-down "$DC" -c "$T/lmtp-down.toml" rcpt "$ALICE"
+expect "directory-check rcpt: server down -> 2" 2 'TEMPORARY'
+run dc-help "$DC" --help
+expect "directory-check --help lists every exit status" 0 '0 +OK' '1 +REJECTED' '2 +TEMPORARY' \
+    '3 +UNSUPPORTED' '4 +INVALID_INPUT' '5 +CONFIG' '6 +INTERNAL' '64 +usage'
+run dc-usage1 "$DC" frobnicate x
+expect "directory-check: unknown command -> 64" 64 'unknown command'
+run dc-usage2 "$DC" -c "$T/imap.toml" auth
+expect "directory-check: auth without USER -> 64" 64 'auth takes exactly one USER'
+run dc-usage3 "$DC" -q rcpt x
+expect "directory-check: unknown option -> 64" 64 'unknown option -q'
+run dc-installed env LD_LIBRARY_PATH="$L" "$STAGE/usr/bin/directory-check" -c "$T/imap.toml" domain example.org
+expect "installed directory-check runs (LD_LIBRARY_PATH, PREFIX=/usr has no rpath)" 0 'example.org: OK'
+
+# ---------------------------------------------------------------------------------------
+# 4. PAM module through pam_wrapper + pamtester
+
+PAMD=$T/pam.d
+mkdir -p "$PAMD"
+MOD=$B/pam_remote_directory.so
+echo "auth required $MOD config=$T/imap.toml debug" >"$PAMD/rd-ok"
+echo "auth required $MOD config=$T/both.toml directory=imap" >"$PAMD/rd-named"
+echo "auth required $MOD config=$T/imap-down.toml" >"$PAMD/rd-down"
+echo "auth required $MOD config=$T/does-not-exist.toml" >"$PAMD/rd-badconfig"
+echo "auth required $MOD config=$T/imap.toml confgi=typo" >"$PAMD/rd-badoption"
+echo "auth required $MOD config=$T/imap.toml use_first_pass" >"$PAMD/rd-firstpass"
+pam() { # SERVICE USER PASSWORD
+    printf '%s\n' "$3" | LD_PRELOAD="$PAM_WRAPPER_LIB" PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR="$PAMD" \
+        pamtester "$1" "$2" authenticate
+}
+run pam-ok pam rd-ok "$ALICE" "$ALICE_PASS"
+expect "PAM: right password -> success" 0 'successfully authenticated'
+run pam-named pam rd-named bob@example.org "$BOB_PASS"
+expect "PAM: directory=imap, bob's UTF-8 password -> success" 0 'successfully authenticated'
+run pam-wrong pam rd-ok "$ALICE" "$WRONG_PASS"
+expect "PAM: wrong password -> Authentication failure" 1 'pamtester: Authentication failure'
+run pam-unknown pam rd-ok nosuchuser@example.org "$ALICE_PASS"
+expect "PAM: unknown user -> Authentication failure" 1 'pamtester: Authentication failure'
+# PAM_AUTHINFO_UNAVAIL; pam_strerror() calls it "Authentication service cannot retrieve
+# authentication info" ("...cannot be recovered" is PAM_AUTHTOK_RECOVERY_ERR).
+run pam-down pam rd-down "$ALICE" "$ALICE_PASS"
+expect "PAM: server down -> PAM_AUTHINFO_UNAVAIL" 1 'pamtester: Authentication service cannot retrieve authentication info'
+run pam-badconfig pam rd-badconfig "$ALICE" "$ALICE_PASS"
+expect "PAM: missing config -> PAM_SERVICE_ERR" 1 'pamtester: Error in service module'
+run pam-badoption pam rd-badoption "$ALICE" "$ALICE_PASS"
+expect "PAM: unknown module option -> PAM_SERVICE_ERR" 1 'pamtester: Error in service module' 'unknown or empty option'
+run pam-firstpass pam rd-firstpass "$ALICE" "$ALICE_PASS"
+expect "PAM: use_first_pass with no earlier password -> Authentication failure" 1 'pamtester: Authentication failure'
+
+# ---------------------------------------------------------------------------------------
+# 5. checkpassword, directly
+
+CP=$B/checkpassword-remote-directory
+cat >"$T/reply.sh" <<'EOF'
+#!/bin/sh
+# stands in for Dovecot's checkpassword-reply
+echo "reply program ran for USER=$USER"
+EOF
+chmod 755 "$T/reply.sh"
+cpw() { # CONFIG USER PASSWORD [extra env...]
+    local cfg=$1 user=$2 pass=$3
+    shift 3
+    env REMOTE_DIRECTORY_CONFIG="$cfg" "$@" "$CP" "$T/reply.sh" 3< <(printf '%s\0%s\0%s\0' "$user" "$pass" 1700000000)
+}
+run cp-ok cpw "$T/imap.toml" "$ALICE" "$ALICE_PASS"
+expect "checkpassword: right password -> execs the reply program with USER set, 0" 0 "reply program ran for USER=$ALICE"
+run cp-named cpw "$T/both.toml" bob@example.org "$BOB_PASS" REMOTE_DIRECTORY_NAME=imap
+expect "checkpassword: REMOTE_DIRECTORY_NAME=imap, bob -> 0" 0 'reply program ran for USER=bob@example.org'
+run cp-wrong cpw "$T/imap.toml" "$ALICE" "$WRONG_PASS"
+expect "checkpassword: wrong password -> 1" 1 'REJECTED'
+run cp-down cpw "$T/imap-down.toml" "$ALICE" "$ALICE_PASS"
+expect "checkpassword: server down -> 111" 111 'TEMPORARY'
+run cp-noconfig cpw "$T/does-not-exist.toml" "$ALICE" "$ALICE_PASS"
+expect "checkpassword: missing config -> 111" 111 'CONFIG'
+run cp-long bash -c 'head -c 600 /dev/zero | "$1" true 3<&0' _ "$CP"
+expect "checkpassword: over 512 bytes on fd 3 -> 2" 2 'more than 512 bytes'
+run cp-nofd3 "$CP" true
+expect "checkpassword: no fd 3 -> 2" 2 'cannot read fd 3'
+leaks=$(cd "$T/out" && grep -lF -e "$ALICE_PASS" -e "$BOB_PASS" -e "$WRONG_PASS" cp-* || true)
+if [[ -z "$leaks" ]]; then ok "checkpassword never prints a password"; else
+    fail "checkpassword never prints a password" "found in: $leaks"; fi
+
+# ---------------------------------------------------------------------------------------
+# 6. checkpassword behind a real Dovecot: our IMAP login is answered by the harness Dovecot
+
+DV=$T/dovecot
+mkdir -p "$DV/run" "$DV/state" "$DV/home"
+chown nobody:nogroup "$DV/home"
+cat >"$DV/dovecot.conf" <<EOF
+# private Dovecot of c-examples/tests/run.sh: IMAP on 127.0.0.1:$CHECKPW_PORT, passwords
+# checked by checkpassword-remote-directory against the harness Dovecot.
+protocols = imap
+listen = 127.0.0.1
+base_dir = $DV/run
+state_dir = $DV/state
+instance_name = rd-c-checkpassword
+log_path = $DV/dovecot.log
+info_log_path = $DV/dovecot.log
+auth_verbose = yes
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+import_environment = TZ REMOTE_DIRECTORY_CONFIG=$T/imap.toml
+passdb {
+  driver = checkpassword
+  args = $CP
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=$DV/home/%n
+}
+mail_location = maildir:~/Maildir
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $CHECKPW_PORT
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+EOF
+if dovecot -c "$DV/dovecot.conf" >"$T/out/dovecot-start.log" 2>&1; then
+    for _ in $(seq 100); do port_open "$CHECKPW_PORT" && break; sleep 0.1; done
+fi
+if port_open "$CHECKPW_PORT"; then
+    ok "private Dovecot with passdb checkpassword listens on 127.0.0.1:$CHECKPW_PORT"
+    imap_login() { # USER PASSWORD
+        python3 - "$CHECKPW_PORT" "$1" "$2" <<'EOF'
+import imaplib, sys
+port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+m = imaplib.IMAP4("127.0.0.1", port)
+try:
+    typ, data = m.login(user, password)
+    print("LOGIN", typ, data[0].decode())
+    m.logout()
+except imaplib.IMAP4.error as e:
+    print("LOGIN NO", e)
+    sys.exit(1)
+EOF
+    }
+    run dv-ok imap_login "$ALICE" "$ALICE_PASS"
+    expect "Dovecot + checkpassword: alice's IMAP LOGIN succeeds" 0 'LOGIN OK'
+    run dv-wrong imap_login "$ALICE" "$WRONG_PASS"
+    expect "Dovecot + checkpassword: wrong password is refused" 1 'AUTHENTICATIONFAILED'
+    if grep -q 'checkpassword' "$DV/dovecot.log" && grep -q "REJECTED" "$DV/dovecot.log"; then
+        ok "Dovecot's log shows our checkpassword program deciding"
+    else
+        fail "Dovecot's log shows our checkpassword program deciding" "$(tail -n 15 "$DV/dovecot.log")"
+    fi
+else
+    fail "private Dovecot on 127.0.0.1:$CHECKPW_PORT starts" "$(cat "$T/out/dovecot-start.log")" \
+        "$(tail -n 20 "$DV/dovecot.log" 2>/dev/null)"
+fi
+
+# ---------------------------------------------------------------------------------------
+# 7. policy service over stdin/stdout
+
+PS=$B/policy-remote-directory
+request() { # RECIPIENT [STATE]
+    printf 'request=smtpd_access_policy\nprotocol_state=%s\nprotocol_name=ESMTP\n' "${2:-RCPT}"
+    printf 'client_address=127.0.0.1\nhelo_name=localhost\nsender=\nrecipient=%s\n' "$1"
+    printf 'recipient_count=0\nqueue_id=\nsize=0\n\n'
+}
+policy_stdin() { # CONFIG, requests on stdin
+    "$PS" -c "$1"
+}
+run ps-known policy_stdin "$T/lmtp.toml" < <(request "$ALICE")
+expect "policy stdin: local existing -> DUNNO" 0 '^action=DUNNO$'
+run ps-unknown policy_stdin "$T/lmtp.toml" < <(request nosuchuser@example.org)
+expect "policy stdin: local unknown -> 550 5.1.1" 0 '^action=550 5\.1\.1 <nosuchuser@example\.org>: Recipient address rejected: user unknown$'
+run ps-foreign policy_stdin "$T/lmtp.toml" < <(request someone@example.net)
+expect "policy stdin: foreign domain -> DUNNO" 0 '^action=DUNNO$'
+run ps-state policy_stdin "$T/lmtp.toml" < <(request nosuchuser@example.org DATA)
+expect "policy stdin: other protocol_state -> DUNNO" 0 '^action=DUNNO$'
+run ps-down policy_stdin "$T/lmtp-down.toml" < <(request "$ALICE")
+expect "policy stdin: remote down -> DEFER_IF_PERMIT 4.3.0" 0 '^action=DEFER_IF_PERMIT 4\.3\.0 '
+run ps-several policy_stdin "$T/lmtp.toml" < <(request "$ALICE"; request nosuchuser@example.org; request "$ALICE")
+if [[ $rc == 0 && "$(grep -c '^action=' "$T/out/ps-several.out")" == 3 &&
+    "$(sed -n 3p "$T/out/ps-several.out")" == action=550* && "$(sed -n 4p "$T/out/ps-several.out")" == "" ]]; then
+    ok "policy stdin: three requests on one connection, answered in order"
+else fail "policy stdin: three requests on one connection" "$OUT"; fi
+run ps-malformed policy_stdin "$T/lmtp.toml" < <(request "$ALICE"; printf 'no equals sign here\n\n'; request "$ALICE")
+if [[ $rc == 65 && "$(grep -c '^action=' "$T/out/ps-malformed.out")" == 1 ]] &&
+    grep -q "without '='; closing" "$T/out/ps-malformed.err"; then
+    ok "policy stdin: malformed request -> logged, connection closed (no further answers)"
+else fail "policy stdin: malformed request closes the connection" "rc=$rc" "stdout: $OUT" "stderr: $ERR"; fi
+run ps-longline policy_stdin "$T/lmtp.toml" < <(printf 'recipient=%s\n\n' "$(head -c 5000 /dev/zero | tr '\0' a)")
+expect "policy stdin: line over 4 KiB -> closed" 65 'longer than 4096'
+run ps-manyattrs policy_stdin "$T/lmtp.toml" < <(for i in $(seq 200); do echo "x$i=y"; done; echo)
+expect "policy stdin: too many attributes -> closed" 65 'more than 128 attributes'
+run ps-badconfig "$PS" -c "$T/does-not-exist.toml" </dev/null
+expect "policy: missing config -> exit 5" 5 'CONFIG'
+
+# ---------------------------------------------------------------------------------------
+# 8. policy service as a listener behind the harness Postfix
+
+start_listener() { # CONFIG
+    "$PS" -c "$1" -l "127.0.0.1:$RD_POLICY_PORT" >"$T/out/listener.out" 2>"$T/out/listener.err" &
+    LISTENER_PID=$!
+    for _ in $(seq 100); do port_open "$RD_POLICY_PORT" && return 0; sleep 0.05; done
+    return 1
+}
+stop_listener() {
+    local st=0
+    kill -TERM "$LISTENER_PID"
+    wait "$LISTENER_PID" || st=$?
+    LISTENER_PID=
+    return "$st"
+}
+smtp_rcpts() { # RCPT... : prints "code message" per recipient
+    python3 - "$RD_POLICY_SMTP_PORT" "$@" <<'EOF'
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=30)
+s.ehlo("client.example.net")
+code, msg = s.mail("")
+assert code == 250, (code, msg)
+for rcpt in sys.argv[2:]:
+    code, msg = s.rcpt(rcpt)
+    print(rcpt, code, msg.decode())
+s.quit()
+EOF
+}
+if start_listener "$T/lmtp.toml"; then
+    ok "policy listener on 127.0.0.1:$RD_POLICY_PORT"
+    run pf-known smtp_rcpts "$ALICE"
+    expect "Postfix + policy: RCPT alice@example.org -> 250" 0 "^$ALICE 250 "
+    run pf-unknown smtp_rcpts nosuchuser@example.org
+    expect "Postfix + policy: RCPT nosuchuser -> 550 5.1.1 from our policy service" 0 \
+        '^nosuchuser@example\.org 550 5\.1\.1 <nosuchuser@example\.org>: Recipient address rejected: user unknown$'
+    # One handle, many threads: 8 clients x 6 requests at once.
+    run ps-parallel python3 - "$RD_POLICY_PORT" <<'EOF'
+import socket, sys, threading
+port = int(sys.argv[1])
+errors = []
+def client(n):
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=30)
+        f = s.makefile("rwb")
+        for i in range(6):
+            rcpt = "alice@example.org" if i % 2 == 0 else "nosuchuser@example.org"
+            f.write(b"request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=%s\n\n" % rcpt.encode())
+            f.flush()
+            line, blank = f.readline(), f.readline()
+            want = b"action=DUNNO\n" if i % 2 == 0 else b"action=550 5.1.1"
+            if not line.startswith(want) or blank != b"\n":
+                errors.append((n, i, line))
+        s.close()
+    except Exception as e:
+        errors.append((n, repr(e)))
+threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print("errors:", errors)
+sys.exit(1 if errors else 0)
+EOF
+    expect "policy listener: 8 parallel clients x 6 requests on one shared handle" 0 'errors: \[\]'
+    if stop_listener; then ok "policy listener stops on SIGTERM with status 0"; else
+        fail "policy listener stops on SIGTERM with status 0" "$(cat "$T/out/listener.err")"; fi
+else
+    fail "policy listener on 127.0.0.1:$RD_POLICY_PORT" "$(cat "$T/out/listener.err")"
+fi
+if start_listener "$T/lmtp-down.toml"; then
+    run pf-down smtp_rcpts "$ALICE"
+    expect "Postfix + policy, remote down: RCPT alice -> 450 4.3.0" 0 "^$ALICE 450 4\.3\.0 .*temporarily unavailable"
+    stop_listener || true
+else
+    fail "policy listener (remote down) on 127.0.0.1:$RD_POLICY_PORT" "$(cat "$T/out/listener.err")"
+fi
+
+# ---------------------------------------------------------------------------------------
+# no password in any output of any program
+
+leaks=$(grep -rlF -e "$ALICE_PASS" -e "$BOB_PASS" -e "$WRONG_PASS" "$T/out" 2>/dev/null || true)
+if [[ -z "$leaks" ]]; then ok "no password appears in any program's output"; else
+    fail "no password appears in any program's output" "$leaks"; fi
+
+echo "$passed passed, $failed failed"
+((failed == 0))
