@@ -1,12 +1,14 @@
 //! The Rust API: a directory handle that answers auth, rcpt and local-domain questions.
 
+use crate::cache::Cache;
 use crate::config::{self, normalize_domain, Protocol, Settings};
 use crate::error::{Error, Kind, Result};
-use crate::net::TlsContext;
+use crate::net::Transport;
 use crate::pool::Pool;
 use crate::session::{Outcome, Session};
 use std::path::Path;
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// Longest user name accepted by `directory_auth`, in bytes (NUL excluded).
 pub const DIRECTORY_MAX_USER: usize = 320;
@@ -17,12 +19,19 @@ pub const DIRECTORY_MAX_ADDRESS: usize = 320;
 /// Longest domain accepted by `directory_is_local_domain`, in bytes.
 pub const DIRECTORY_MAX_DOMAIN: usize = 255;
 
-/// A remote directory: its settings, its TLS context and its idle connections. Shared by
-/// any number of threads; every call blocks the calling thread only.
+/// A remote directory: its settings, its TLS context, its idle connections and its result
+/// cache. Shared by any number of threads; every call blocks the calling thread only.
 pub struct Directory {
+    inner: Arc<Inner>,
+    /// The `pool.min-idle` keeper, when configured.
+    keeper: Option<Keeper>,
+}
+
+struct Inner {
     settings: Settings,
-    tls: TlsContext,
+    transport: Transport,
     pool: Pool,
+    cache: Option<Cache>,
 }
 
 impl Directory {
@@ -37,22 +46,26 @@ impl Directory {
     }
 
     pub fn with_settings(settings: Settings) -> Result<Self> {
-        let tls = TlsContext::new(&settings).map_err(|e| {
+        let transport = Transport::new(&settings).map_err(|e| {
             Error::new(
                 e.kind(),
                 format!("directory.{}.{}", settings.name, e.detail()),
             )
         })?;
         let pool = Pool::new(settings.max_connections, settings.wait_timeout);
-        Ok(Directory {
+        let cache = settings.cache.as_ref().map(Cache::new).transpose()?;
+        let inner = Arc::new(Inner {
             settings,
-            tls,
+            transport,
             pool,
-        })
+            cache,
+        });
+        let keeper = (inner.settings.min_idle > 0).then(|| Keeper::start(inner.clone()));
+        Ok(Directory { inner, keeper })
     }
 
     pub fn settings(&self) -> &Settings {
-        &self.settings
+        &self.inner.settings
     }
 
     /// Is `secret` the password of `user`? `Ok(())` when the server accepted it;
@@ -60,7 +73,18 @@ impl Directory {
     pub fn auth(&self, user: &str, secret: &str) -> Result<()> {
         check_text("user", user, DIRECTORY_MAX_USER)?;
         check_secret(secret)?;
-        self.call(|session| session.auth(&self.settings, user, secret))
+        let inner = &*self.inner;
+        let cache = inner.cache.as_ref();
+        if cache.is_some_and(|c| c.login_known(user, secret)) {
+            return Ok(());
+        }
+        let result = inner.call(|session| session.auth(&inner.settings, user, secret));
+        if result.is_ok() {
+            if let Some(cache) = cache {
+                cache.remember_login(user, secret);
+            }
+        }
+        result
     }
 
     /// Does `address` exist? `Ok(())` when the server accepted it as a recipient;
@@ -68,36 +92,61 @@ impl Directory {
     /// `lookup.domains` is not consulted.
     pub fn rcpt(&self, address: &str) -> Result<()> {
         check_address(address)?;
-        if self.settings.protocol == Protocol::Imap {
+        let inner = &*self.inner;
+        if inner.settings.protocol == Protocol::Imap {
             return Err(Error::new(
                 Kind::Unsupported,
                 format!(
                     "directory '{}' is of type imap: it cannot check recipients",
-                    self.settings.name
+                    inner.settings.name
                 ),
             ));
         }
-        self.call(|session| session.rcpt(&self.settings, address))
+        if let Some(known) = inner.cache.as_ref().and_then(|c| c.rcpt(address)) {
+            return known;
+        }
+        let result = inner.call(|session| session.rcpt(&inner.settings, address));
+        if let Some(cache) = &inner.cache {
+            cache.remember_rcpt(address, &result);
+        }
+        result
     }
 
     /// Is `domain` in `lookup.domains`? Case-insensitive; a trailing dot is ignored.
     /// `Kind::Rejected` when it is not. No network.
     pub fn is_local_domain(&self, domain: &str) -> Result<()> {
         check_text("domain", domain, DIRECTORY_MAX_DOMAIN)?;
-        let wanted = normalize_domain(domain);
-        if self.settings.domains.contains(&wanted) {
+        let settings = &self.inner.settings;
+        if settings.domains.contains(&normalize_domain(domain)) {
             Ok(())
         } else {
             Err(Error::new(
                 Kind::Rejected,
                 format!(
                     "'{domain}' is not in directory.{}.lookup.domains",
-                    self.settings.name
+                    settings.name
                 ),
             ))
         }
     }
 
+    /// Connections open now (idle and in use).
+    pub fn open_connections(&self) -> usize {
+        self.inner.pool.open_connections()
+    }
+
+    /// Connections open and idle now.
+    pub fn idle_connections(&self) -> usize {
+        self.inner.pool.idle_connections()
+    }
+
+    /// Entries in the result cache now: (recipients, logins).
+    pub fn cached_entries(&self) -> (usize, usize) {
+        self.inner.cache.as_ref().map_or((0, 0), Cache::len)
+    }
+}
+
+impl Inner {
     /// Runs one operation on a pooled session. A reused session that the server closed while
     /// it was idle is replaced once by a fresh connection, so the caller gets the real answer.
     fn call(&self, op: impl Fn(Session) -> Outcome) -> Result<()> {
@@ -108,9 +157,7 @@ impl Directory {
             match op(session) {
                 (Err(e), None) if e.kind() == Kind::Network => {
                     // Stale: its idle siblings probably went the same way.
-                    for idle in self.pool.drain_idle() {
-                        drop(idle);
-                    }
+                    self.pool.drain_idle();
                 }
                 (result, back) => {
                     slot.release(back);
@@ -118,29 +165,95 @@ impl Directory {
                 }
             }
         }
-        let session = Session::open(&self.settings, &self.tls, deadline)?;
+        let session = Session::open(&self.settings, &self.transport, deadline)?;
         let (result, back) = op(session);
         slot.release(back);
         result
     }
 
-    /// Connections open now (idle and in use).
-    pub fn open_connections(&self) -> usize {
-        self.pool.open_connections()
-    }
-
-    /// Connections open and idle now.
-    pub fn idle_connections(&self) -> usize {
-        self.pool.idle_connections()
+    /// Ends idle sessions politely, with a short bound on each.
+    fn close_idle(&self, sessions: Vec<Session>) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for mut session in sessions {
+            session.set_deadline(deadline);
+            session.close();
+        }
     }
 }
 
 impl Drop for Directory {
     fn drop(&mut self) {
-        let deadline = Instant::now() + std::time::Duration::from_secs(1);
-        for mut session in self.pool.drain_idle() {
-            session.set_deadline(deadline);
-            session.close();
+        if let Some(keeper) = self.keeper.take() {
+            keeper.stop();
+        }
+        self.inner.close_idle(self.inner.pool.drain_idle());
+    }
+}
+
+/// Idle sessions older than this are replaced by the keeper: servers close connections that
+/// have not logged in after a while (Dovecot: 3 minutes), and a fresh one is ready at once.
+const KEEPER_MAX_IDLE: Duration = Duration::from_secs(60);
+/// How often the keeper looks at the pool.
+const KEEPER_TICK: Duration = Duration::from_millis(100);
+
+/// A background thread that keeps `pool.min-idle` sessions connected and ready, so a call
+/// does not wait for connect and TLS.
+struct Keeper {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Keeper {
+    fn start(inner: Arc<Inner>) -> Self {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("remote-directory-keeper".into())
+            .spawn(move || keep_idle(&inner, &flag))
+            .expect("spawn the min-idle keeper thread");
+        Keeper { stop, thread }
+    }
+
+    /// Stops the thread; waits for it, which is at most one connection attempt (`timeout`).
+    fn stop(self) {
+        *self.stop.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.stop.1.notify_all();
+        let _ = self.thread.join();
+    }
+}
+
+fn keep_idle(inner: &Inner, stop: &(Mutex<bool>, Condvar)) {
+    let mut backoff = KEEPER_TICK;
+    loop {
+        let stopped = stop.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (stopped, _) = stop
+            .1
+            .wait_timeout(stopped, backoff)
+            .unwrap_or_else(|p| p.into_inner());
+        if *stopped {
+            return;
+        }
+        drop(stopped);
+        if let Some(cutoff) = Instant::now().checked_sub(KEEPER_MAX_IDLE) {
+            inner.close_idle(inner.pool.drain_idle_since(cutoff));
+        }
+        backoff = KEEPER_TICK;
+        while inner.pool.idle_connections() < inner.settings.min_idle {
+            let Some(slot) = inner.pool.try_reserve() else {
+                break;
+            };
+            match Session::open(
+                &inner.settings,
+                &inner.transport,
+                Instant::now() + inner.settings.timeout,
+            ) {
+                Ok(session) => slot.release(Some(session)),
+                Err(_) => {
+                    // The server is down or refusing: calls will report it; retry calmly.
+                    backoff = Duration::from_secs(5);
+                    break;
+                }
+            }
         }
     }
 }

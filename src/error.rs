@@ -107,6 +107,12 @@ impl Error {
         self
     }
 
+    /// The same answer, marked as coming from the cache.
+    pub(crate) fn cached(mut self) -> Self {
+        self.detail.push_str(" (cached)");
+        self
+    }
+
     pub fn kind(&self) -> Kind {
         self.kind
     }

@@ -5,7 +5,7 @@
 
 use crate::config::Settings;
 use crate::error::{printable, Error, Kind, Result};
-use crate::net::{Connection, TlsContext};
+use crate::net::{Connection, Transport};
 use crate::secret::{base64_secret, sasl_plain};
 use std::time::Instant;
 use zeroize::Zeroizing;
@@ -233,7 +233,7 @@ pub struct ImapSession {
 
 impl ImapSession {
     /// Connects, reads the greeting, upgrades with STARTTLS when offered, learns capabilities.
-    pub fn connect(settings: &Settings, tls: &TlsContext, deadline: Instant) -> Result<Self> {
+    pub fn connect(settings: &Settings, tls: &Transport, deadline: Instant) -> Result<Self> {
         let server = settings.server();
         let conn = Connection::open(settings, tls, deadline).map_err(|e| e.with_server(&server))?;
         let mut session = ImapSession {
@@ -249,7 +249,7 @@ impl ImapSession {
         Ok(session)
     }
 
-    fn start(&mut self, settings: &Settings, tls: &TlsContext) -> Result<()> {
+    fn start(&mut self, settings: &Settings, tls: &Transport) -> Result<()> {
         let greeting =
             parse_greeting(self.conn.read_line()?).map_err(|e| e.with_command("greeting"))?;
         let caps = match greeting {
@@ -426,7 +426,8 @@ impl ImapSession {
             line.push(b' ');
             line.extend_from_slice(response.as_bytes());
             line.extend_from_slice(b"\r\n");
-            self.conn.send(&line)?;
+            self.conn
+                .send_secret(&line, &format!("{tag} AUTHENTICATE PLAIN"))?;
         } else {
             line.extend_from_slice(b"\r\n");
             self.conn.send(&line)?;
@@ -472,7 +473,7 @@ impl ImapSession {
         let mut line = Zeroizing::new(Vec::with_capacity(data.len() + 2));
         line.extend_from_slice(data);
         line.extend_from_slice(b"\r\n");
-        self.conn.send(&line)
+        self.conn.send_secret(&line, "(answer)")
     }
 
     /// `LOGIN user password`, each a quoted string or a literal (non-synchronizing with
@@ -495,7 +496,7 @@ impl ImapSession {
                 }
                 ImapString::Literal(bytes) => {
                     pending.extend_from_slice(format!("{{{}}}\r\n", bytes.len()).as_bytes());
-                    self.conn.send(&pending)?;
+                    self.conn.send_secret(&pending, &format!("{tag} LOGIN"))?;
                     pending.clear();
                     if let Some(done) = self.read_until_tagged(&tag, "LOGIN", true)? {
                         return Ok(done);
@@ -505,7 +506,7 @@ impl ImapSession {
             }
         }
         pending.extend_from_slice(b"\r\n");
-        self.conn.send(&pending)?;
+        self.conn.send_secret(&pending, &format!("{tag} LOGIN"))?;
         self.tagged_reply(&tag, "LOGIN")
     }
 

@@ -4,6 +4,7 @@
 //! Stalwart Mail Server's "remote directory", made into a small blocking, thread-safe library.
 #![deny(unsafe_code)]
 
+mod cache;
 pub mod config;
 mod directory;
 pub mod error;

@@ -22,14 +22,15 @@ pub const MAX_LINE: usize = 8192;
 /// What every connection of one handle shares: built once at open, so the root store is
 /// parsed once and TLS sessions resume across reconnects (rustls keeps its ticket cache in
 /// the `ClientConfig`).
-pub struct TlsContext {
+pub struct Transport {
+    trace: Option<Arc<Trace>>,
     rustls: Arc<ClientConfig>,
     server_name: ServerName<'static>,
     #[cfg(feature = "native-tls")]
     native: Option<native_tls::TlsConnector>,
 }
 
-impl TlsContext {
+impl Transport {
     pub fn new(settings: &Settings) -> Result<Self> {
         let ca_certs = match &settings.tls.ca_file {
             Some(path) => read_ca_file(path)?,
@@ -64,7 +65,8 @@ impl TlsContext {
                 settings.host
             ))
         })?;
-        Ok(TlsContext {
+        Ok(Transport {
+            trace: Trace::from_env().map(Arc::new),
             rustls: Arc::new(config),
             server_name,
             #[cfg(feature = "native-tls")]
@@ -73,6 +75,49 @@ impl TlsContext {
                 TlsBackend::Rustls => None,
             },
         })
+    }
+}
+
+/// The protocol trace for administrators: with `REMOTE_DIRECTORY_TRACE=/path/file` in the
+/// environment when a handle is opened, every line sent and received is appended to that
+/// file. Lines that carry credentials are written as their command name only.
+pub struct Trace {
+    file: std::sync::Mutex<std::fs::File>,
+}
+
+/// The environment variable that turns the trace on.
+pub const TRACE_ENV: &str = "REMOTE_DIRECTORY_TRACE";
+
+impl Trace {
+    fn from_env() -> Option<Self> {
+        let path = std::env::var_os(TRACE_ENV)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()?;
+        Some(Trace {
+            file: std::sync::Mutex::new(file),
+        })
+    }
+
+    fn record(&self, peer: &SocketAddr, direction: &str, data: &[u8]) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut text = String::new();
+        for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            text.push_str(&format!(
+                "{}.{:03} {peer} {direction} {}\n",
+                now.as_secs(),
+                now.subsec_millis(),
+                crate::error::printable(line)
+            ));
+        }
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        // A trace that cannot be written must not fail the call.
+        let _ = file.write_all(text.as_bytes());
     }
 }
 
@@ -220,12 +265,13 @@ pub struct Connection {
     end: usize,
     deadline: Instant,
     peer: SocketAddr,
+    trace: Option<Arc<Trace>>,
 }
 
 impl Connection {
     /// Connects to each resolved address in turn until one answers, then does the implicit
     /// TLS handshake when configured.
-    pub fn open(settings: &Settings, tls: &TlsContext, deadline: Instant) -> Result<Self> {
+    pub fn open(settings: &Settings, tls: &Transport, deadline: Instant) -> Result<Self> {
         let addrs: Vec<SocketAddr> = (settings.host.as_str(), settings.port)
             .to_socket_addrs()
             .map_err(|e| {
@@ -253,6 +299,7 @@ impl Connection {
                         end: 0,
                         deadline,
                         peer: addr,
+                        trace: tls.trace.clone(),
                     };
                     if settings.tls.implicit {
                         conn.handshake(settings, tls)?;
@@ -293,7 +340,7 @@ impl Connection {
 
     /// Upgrades a plain connection after the server's positive STARTTLS reply. Bytes the
     /// server sent after that reply would be read as if they came through TLS: refuse them.
-    pub fn starttls(&mut self, settings: &Settings, tls: &TlsContext) -> Result<()> {
+    pub fn starttls(&mut self, settings: &Settings, tls: &Transport) -> Result<()> {
         if self.start != self.end {
             return Err(Error::protocol(
                 "server sent data after its STARTTLS reply, before the TLS handshake (possible injection)",
@@ -302,7 +349,7 @@ impl Connection {
         self.handshake(settings, tls)
     }
 
-    fn handshake(&mut self, settings: &Settings, tls: &TlsContext) -> Result<()> {
+    fn handshake(&mut self, settings: &Settings, tls: &Transport) -> Result<()> {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
             return Err(Error::new(
                 Kind::Internal,
@@ -342,6 +389,9 @@ impl Connection {
                 self.start = line_end + 1;
                 if line_end > line_start && self.buf[line_end - 1] == b'\r' {
                     line_end -= 1;
+                }
+                if let Some(trace) = &self.trace {
+                    trace.record(&self.peer, "S:", &self.buf[line_start..line_end]);
                 }
                 return Ok(&self.buf[line_start..line_end]);
             }
@@ -393,6 +443,25 @@ impl Connection {
 
     /// Writes one whole command (one write, then flush).
     pub fn send(&mut self, data: &[u8]) -> Result<()> {
+        if let Some(trace) = &self.trace {
+            trace.record(&self.peer, "C:", data);
+        }
+        self.write(data)
+    }
+
+    /// Writes data that carries a credential; the trace shows only `shown`.
+    pub fn send_secret(&mut self, data: &[u8], shown: &str) -> Result<()> {
+        if let Some(trace) = &self.trace {
+            trace.record(
+                &self.peer,
+                "C:",
+                format!("{shown} <credentials elided>").as_bytes(),
+            );
+        }
+        self.write(data)
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<()> {
         let left = remaining(self.deadline)?;
         if let Some(tcp) = self.stream.tcp() {
             tcp.set_write_timeout(Some(left))
@@ -420,7 +489,7 @@ fn set_timeouts(tcp: &TcpStream, left: Duration) -> Result<()> {
 }
 
 fn rustls_handshake(
-    tls: &TlsContext,
+    tls: &Transport,
     mut tcp: TcpStream,
     deadline: Instant,
 ) -> Result<StreamOwned<ClientConnection, TcpStream>> {
@@ -452,7 +521,7 @@ fn rustls_handshake(
 #[cfg(feature = "native-tls")]
 fn native_handshake(
     settings: &Settings,
-    tls: &TlsContext,
+    tls: &Transport,
     tcp: TcpStream,
 ) -> Result<native_tls::TlsStream<TcpStream>> {
     let Some(connector) = &tls.native else {

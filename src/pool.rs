@@ -8,8 +8,9 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 struct State {
-    /// Ready sessions, most recently used last (reused first: least likely to be stale).
-    idle: Vec<Session>,
+    /// Ready sessions with the time they went idle, most recent last (reused first: least
+    /// likely to be stale).
+    idle: Vec<(Instant, Session)>,
     /// Connections counted against the limit: idle ones plus those lent out.
     open: usize,
 }
@@ -55,7 +56,7 @@ impl Pool {
         let deadline = Instant::now() + self.wait;
         let mut state = self.lock();
         loop {
-            if let Some(session) = state.idle.pop() {
+            if let Some((_, session)) = state.idle.pop() {
                 return Ok(Slot {
                     pool: self,
                     session: Some(session),
@@ -88,15 +89,38 @@ impl Pool {
         }
     }
 
+    /// Room for one more connection if there is some, without waiting (for `pool.min-idle`).
+    pub fn try_reserve(&self) -> Option<Slot<'_>> {
+        let mut state = self.lock();
+        if state.open < self.max {
+            state.open += 1;
+            Some(Slot {
+                pool: self,
+                session: None,
+                kept: false,
+            })
+        } else {
+            None
+        }
+    }
+
     /// Removes every idle session (at close, or when one turned out stale: its siblings
     /// were most likely closed by the same server timeout or restart).
     pub fn drain_idle(&self) -> Vec<Session> {
+        self.drain_idle_since(Instant::now())
+    }
+
+    /// Removes the sessions idle since before `cutoff`.
+    pub fn drain_idle_since(&self, cutoff: Instant) -> Vec<Session> {
         let mut state = self.lock();
-        let drained = std::mem::take(&mut state.idle);
-        state.open -= drained.len();
+        let (old, fresh): (Vec<_>, Vec<_>) = std::mem::take(&mut state.idle)
+            .into_iter()
+            .partition(|(since, _)| *since <= cutoff);
+        state.idle = fresh;
+        state.open -= old.len();
         drop(state);
         self.freed.notify_all();
-        drained
+        old.into_iter().map(|(_, session)| session).collect()
     }
 
     /// Connections open now (idle and lent out), for tests and statistics.
@@ -118,7 +142,7 @@ impl Slot<'_> {
     /// Gives the slot back: with a session, which then waits idle for the next call.
     pub fn release(mut self, session: Option<Session>) {
         if let Some(session) = session {
-            self.pool.lock().idle.push(session);
+            self.pool.lock().idle.push((Instant::now(), session));
             self.kept = true;
         }
         // Drop wakes a waiter and, without a session, frees the room.

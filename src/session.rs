@@ -3,7 +3,7 @@
 use crate::config::{Protocol, Settings};
 use crate::error::{Error, Kind, Result};
 use crate::imap::ImapSession;
-use crate::net::TlsContext;
+use crate::net::Transport;
 use crate::smtp::SmtpSession;
 use std::time::Instant;
 
@@ -24,7 +24,7 @@ pub struct Session {
 pub type Outcome = (Result<()>, Option<Session>);
 
 impl Session {
-    pub fn open(settings: &Settings, tls: &TlsContext, deadline: Instant) -> Result<Self> {
+    pub fn open(settings: &Settings, tls: &Transport, deadline: Instant) -> Result<Self> {
         let link = match settings.protocol {
             Protocol::Imap => Link::Imap(ImapSession::connect(settings, tls, deadline)?),
             Protocol::Smtp | Protocol::Lmtp => {

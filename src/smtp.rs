@@ -4,7 +4,7 @@
 
 use crate::config::{Protocol, Settings};
 use crate::error::{printable, Error, Kind, Result};
-use crate::net::{Connection, TlsContext};
+use crate::net::{Connection, Transport};
 use crate::secret::{base64_secret, sasl_plain};
 use std::fmt;
 use std::time::Instant;
@@ -165,7 +165,7 @@ pub struct SmtpSession {
 }
 
 impl SmtpSession {
-    pub fn connect(settings: &Settings, tls: &TlsContext, deadline: Instant) -> Result<Self> {
+    pub fn connect(settings: &Settings, tls: &Transport, deadline: Instant) -> Result<Self> {
         let server = settings.server();
         let conn = Connection::open(settings, tls, deadline).map_err(|e| e.with_server(&server))?;
         let helo_name = match conn.local_ip() {
@@ -191,7 +191,7 @@ impl SmtpSession {
         Ok(session)
     }
 
-    fn start(&mut self, settings: &Settings, tls: &TlsContext) -> Result<()> {
+    fn start(&mut self, settings: &Settings, tls: &Transport) -> Result<()> {
         let greeting = self.read_reply().map_err(|e| e.with_command("greeting"))?;
         if greeting.code != 220 {
             let kind = if greeting.code == 421 {
@@ -249,6 +249,14 @@ impl SmtpSession {
         self.read_reply().map_err(|e| e.with_command(shown))
     }
 
+    /// As `command`, for a line that carries a credential: the trace shows only `shown`.
+    fn command_secret(&mut self, line: &[u8], shown: &str) -> Result<Reply> {
+        self.conn
+            .send_secret(line, shown)
+            .map_err(|e| e.with_command(shown))?;
+        self.read_reply().map_err(|e| e.with_command(shown))
+    }
+
     fn fail(&self, kind: Kind, shown: &str, reply: &Reply) -> Error {
         Error::new(kind, reply.to_string())
             .with_command(shown)
@@ -287,7 +295,7 @@ impl SmtpSession {
             line.extend_from_slice(b"AUTH PLAIN ");
             line.extend_from_slice(response.as_bytes());
             line.extend_from_slice(b"\r\n");
-            ("AUTH PLAIN", self.command(&line, "AUTH PLAIN"))
+            ("AUTH PLAIN", self.command_secret(&line, "AUTH PLAIN"))
         } else if self.ext.auth_login {
             ("AUTH LOGIN", self.auth_login(user, secret))
         } else {
@@ -319,7 +327,7 @@ impl SmtpSession {
             let mut line = Zeroizing::new(Vec::with_capacity(answer.len() + 2));
             line.extend_from_slice(answer.as_bytes());
             line.extend_from_slice(b"\r\n");
-            reply = self.command(&line, "AUTH LOGIN")?;
+            reply = self.command_secret(&line, "AUTH LOGIN")?;
         }
         Ok(reply)
     }

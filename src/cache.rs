@@ -1,0 +1,210 @@
+//! The result cache (Stalwart's `cache.*` keys).
+//!
+//! Recipient answers (OK and REJECTED, never TEMPORARY) are kept for `cache.ttl.positive` /
+//! `cache.ttl.negative`. Logins are cached only when `cache.auth-ttl` is set, and then only
+//! successful ones, as an HMAC of user and secret under a key drawn at open: the cache can
+//! confirm a secret it is shown again, but holds nothing that reveals it.
+//!
+//! Entries live in 16 independently locked shards, so threads asking about different keys
+//! rarely meet on a lock, and no lock is held across network I/O.
+
+use crate::config::CacheSettings;
+use crate::error::{Error, Result};
+use crate::secret::sasl_plain;
+use ring::hmac;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+const SHARDS: usize = 16;
+
+/// One lock's worth of entries: key to (expiry, value).
+type Shard<V> = HashMap<Box<str>, (Instant, V)>;
+
+/// A bounded map whose entries expire. Each shard holds at most `per_shard` entries; when a
+/// shard is full, expired entries go first, then an arbitrary one.
+struct TtlMap<V> {
+    shards: Box<[Mutex<Shard<V>>]>,
+    per_shard: usize,
+    hasher: RandomState,
+}
+
+impl<V: Clone> TtlMap<V> {
+    fn new(size: usize) -> Self {
+        TtlMap {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard: size.div_ceil(SHARDS).max(1),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard<V>> {
+        let index = (self.hasher.hash_one(key) as usize) % SHARDS;
+        // Entries are replaced whole; a panic cannot leave one half-written.
+        self.shards[index].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, key: &str, now: Instant) -> Option<V> {
+        let mut shard = self.shard(key);
+        match shard.get(key) {
+            Some((expires, value)) if *expires > now => Some(value.clone()),
+            Some(_) => {
+                shard.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn insert(&self, key: &str, value: V, ttl: Duration, now: Instant) {
+        let mut shard = self.shard(key);
+        if shard.len() >= self.per_shard && !shard.contains_key(key) {
+            shard.retain(|_, (expires, _)| *expires > now);
+            if shard.len() >= self.per_shard {
+                if let Some(victim) = shard.keys().next().cloned() {
+                    shard.remove(&victim);
+                }
+            }
+        }
+        shard.insert(key.into(), (now + ttl, value));
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+}
+
+pub struct Cache {
+    rcpts: TtlMap<Result<()>>,
+    ttl_positive: Duration,
+    ttl_negative: Duration,
+    logins: Option<(TtlMap<hmac::Tag>, hmac::Key, Duration)>,
+}
+
+impl Cache {
+    pub fn new(settings: &CacheSettings) -> Result<Self> {
+        let logins = match settings.auth_ttl {
+            Some(ttl) => {
+                let key = hmac::Key::generate(hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+                    .map_err(|_| {
+                        Error::new(
+                            crate::Kind::Internal,
+                            "no randomness for the login cache key",
+                        )
+                    })?;
+                Some((TtlMap::new(settings.size), key, ttl))
+            }
+            None => None,
+        };
+        Ok(Cache {
+            rcpts: TtlMap::new(settings.size),
+            ttl_positive: settings.ttl_positive,
+            ttl_negative: settings.ttl_negative,
+            logins,
+        })
+    }
+
+    /// A remembered answer for `address`: OK or REJECTED (with the server's words).
+    pub fn rcpt(&self, address: &str) -> Option<Result<()>> {
+        self.rcpts.get(address, Instant::now())
+    }
+
+    /// Remembers a definite answer; anything else (TEMPORARY and the like) is not kept.
+    pub fn remember_rcpt(&self, address: &str, result: &Result<()>) {
+        let ttl = match result {
+            Ok(()) => self.ttl_positive,
+            Err(e) if e.kind() == crate::Kind::Rejected => self.ttl_negative,
+            Err(_) => return,
+        };
+        let kept = result.clone().map_err(|e| e.cached());
+        self.rcpts.insert(address, kept, ttl, Instant::now());
+    }
+
+    /// Whether this exact user and secret logged in successfully within `cache.auth-ttl`.
+    pub fn login_known(&self, user: &str, secret: &str) -> bool {
+        let Some((logins, key, _)) = &self.logins else {
+            return false;
+        };
+        match logins.get(user, Instant::now()) {
+            Some(tag) => hmac::verify(key, &sasl_plain(user, secret), tag.as_ref()).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Remembers a successful login (never a failed one).
+    pub fn remember_login(&self, user: &str, secret: &str) {
+        if let Some((logins, key, ttl)) = &self.logins {
+            let tag = hmac::sign(key, &sasl_plain(user, secret));
+            logins.insert(user, tag, *ttl, Instant::now());
+        }
+    }
+
+    /// Entries held now (recipients, logins), for tests.
+    pub fn len(&self) -> (usize, usize) {
+        (
+            self.rcpts.len(),
+            self.logins.as_ref().map_or(0, |(l, _, _)| l.len()),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Kind;
+
+    fn settings(size: usize, auth_ttl: Option<Duration>) -> CacheSettings {
+        CacheSettings {
+            size,
+            ttl_positive: Duration::from_secs(60),
+            ttl_negative: Duration::from_millis(50),
+            auth_ttl,
+        }
+    }
+
+    #[test]
+    fn keeps_ok_and_rejected_never_temporary() {
+        let cache = Cache::new(&settings(100, None)).unwrap();
+        cache.remember_rcpt("a@x", &Ok(()));
+        cache.remember_rcpt("b@x", &Err(Error::new(Kind::Rejected, "550 no such user")));
+        cache.remember_rcpt("c@x", &Err(Error::new(Kind::Deferred, "451 try later")));
+        cache.remember_rcpt("d@x", &Err(Error::new(Kind::Timeout, "timed out")));
+        assert!(matches!(cache.rcpt("a@x"), Some(Ok(()))));
+        let rejected = cache.rcpt("b@x").unwrap().unwrap_err();
+        assert_eq!(rejected.kind(), Kind::Rejected);
+        assert_eq!(rejected.to_string(), "550 no such user (cached)");
+        assert!(cache.rcpt("c@x").is_none() && cache.rcpt("d@x").is_none());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(cache.rcpt("b@x").is_none(), "negative ttl expired");
+        assert!(cache.rcpt("a@x").is_some(), "positive ttl not expired");
+    }
+
+    #[test]
+    fn stays_bounded() {
+        let cache = Cache::new(&settings(64, None)).unwrap();
+        for i in 0..10_000 {
+            cache.remember_rcpt(&format!("user{i}@x"), &Ok(()));
+        }
+        let (n, _) = cache.len();
+        assert!(n <= 64, "{n} entries");
+        assert!(n >= 32, "{n} entries: shards should fill");
+    }
+
+    #[test]
+    fn logins_only_when_configured_and_only_the_same_secret() {
+        let off = Cache::new(&settings(10, None)).unwrap();
+        off.remember_login("alice", "pw");
+        assert!(!off.login_known("alice", "pw"));
+        let on = Cache::new(&settings(10, Some(Duration::from_millis(50)))).unwrap();
+        on.remember_login("alice", "pw");
+        assert!(on.login_known("alice", "pw"));
+        assert!(!on.login_known("alice", "pw2"));
+        assert!(!on.login_known("bob", "pw"));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!on.login_known("alice", "pw"), "auth ttl expired");
+    }
+}
