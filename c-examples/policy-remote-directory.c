@@ -12,16 +12,16 @@
  *
  *   domain not local (lookup.domains)   action=DUNNO  (not ours to judge)
  *   directory_rcpt OK                   action=DUNNO  (later restrictions decide)
- *   directory_rcpt REJECTED             action=550 5.1.1 <addr>: Recipient address
- *                                              rejected: user unknown
+ *   directory_rcpt REJECTED             action=550 5.1.1 user unknown
  *   anything else                       action=DEFER_IF_PERMIT 4.3.0 recipient
  *                                              lookup temporarily unavailable
  *   no recipient, other states/requests action=DUNNO
  *
- * The refusal is a numeric action so that the SMTP client sees exactly
- * "550 5.1.1 ..." (what Postfix says for its own unknown users); with the
- * REJECT action Postfix would use access_map_reject_code (554) and add its
- * own "<addr>: Recipient address rejected:" prefix.
+ * Postfix puts "<addr>: Recipient address rejected: " before the text, so the
+ * SMTP client sees "550 5.1.1 <addr>: Recipient address rejected: user
+ * unknown". The refusal is a numeric action because "REJECT 5.1.1 ..." would
+ * be answered with access_map_reject_code (554 by default), while Postfix
+ * itself refuses unknown users with 550.
  *
  * A malformed request (a line over 4096 bytes, a line without '=', more
  * than 128 attributes) is logged and that connection is closed.
@@ -178,13 +178,12 @@ static void decide(directory *dir, const char *request, const char *state,
     if (r == DIRECTORY_RESULT_REJECTED) {
         if (verbose)
             logmsg(LOG_INFO, "<%s>: REJECTED: %s", recipient, directory_last_error());
-        snprintf(action, size, "550 5.1.1 <%s>: Recipient address rejected: user unknown",
-                 recipient);
+        /* Postfix adds "<recipient>: Recipient address rejected: " (here and to DEFER_IF_PERMIT). */
+        snprintf(action, size, "550 5.1.1 user unknown");
         return;
     }
     logmsg(LOG_WARNING, "<%s>: %s: %s", recipient, directory_result_name(r),
            directory_last_error());
-    /* Postfix adds "<addr>: Recipient address rejected: " itself. */
     snprintf(action, size, "DEFER_IF_PERMIT 4.3.0 recipient lookup temporarily unavailable");
 }
 

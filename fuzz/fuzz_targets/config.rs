@@ -1,0 +1,38 @@
+//! The configuration reader: arbitrary text as a whole configuration file, read with no
+//! directory name and with a name, plus the duration syntax on its own.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use remote_directory::config::{load_str, normalize_domain, parse_duration};
+use std::time::Duration;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    for name in [None, Some("test"), Some("")] {
+        match load_str(text, name) {
+            Ok(settings) => {
+                // What validation promises to everything after it.
+                assert!(settings.port > 0);
+                assert!(settings.max_connections >= 1);
+                assert!(settings.max_rcpts >= 1 && settings.max_auth_errors >= 1);
+                assert!(!settings.timeout.is_zero() && settings.timeout <= Duration::from_secs(86_400));
+                assert!(settings.wait_timeout <= Duration::from_secs(86_400));
+                assert!(!settings.host.is_empty());
+                for d in &settings.domains {
+                    assert!(!d.is_empty() && d.len() <= 255, "domain {d:?}");
+                    assert!(!d.bytes().any(|b| b.is_ascii_control() || b == b' '));
+                }
+                let _ = settings.server();
+            }
+            Err(e) => {
+                let _ = e.to_string();
+            }
+        }
+    }
+    let _ = normalize_domain(text);
+    if let Some(d) = parse_duration(text) {
+        let _ = d.as_millis();
+    }
+});
