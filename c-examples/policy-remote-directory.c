@@ -178,7 +178,8 @@ static void decide(directory *dir, const char *request, const char *state,
     if (r == DIRECTORY_RESULT_REJECTED) {
         if (verbose)
             logmsg(LOG_INFO, "<%s>: REJECTED: %s", recipient, directory_last_error());
-        /* Postfix adds "<recipient>: Recipient address rejected: " (here and to DEFER_IF_PERMIT). */
+        /* Postfix puts "<recipient>: Recipient address rejected: " before the text
+           of this action and of DEFER_IF_PERMIT. */
         snprintf(action, size, "550 5.1.1 user unknown");
         return;
     }

@@ -78,6 +78,14 @@ impl Error {
         Error::new(Kind::Protocol, detail)
     }
 
+    /// Refusing to send credentials without TLS to a non-loopback host.
+    pub(crate) fn cleartext() -> Self {
+        Error::new(
+            Kind::Cleartext,
+            "server offers no STARTTLS; credentials are not sent in clear text to a non-loopback address",
+        )
+    }
+
     /// Maps an I/O error: timeouts are `Timeout`, everything else `Network`.
     pub(crate) fn io(what: &str, err: &std::io::Error) -> Self {
         use std::io::ErrorKind::*;

@@ -376,12 +376,13 @@ impl ImapSession {
     /// Logs in with the best mechanism on offer. `Ok(())` is a successful login: the
     /// session is then authenticated (see [`ImapSession::unauthenticate`]).
     pub fn login(&mut self, user: &str, secret: &str) -> Result<()> {
+        self.try_login(user, secret)
+            .map_err(|e| e.with_server(&self.server))
+    }
+
+    fn try_login(&mut self, user: &str, secret: &str) -> Result<()> {
         if !self.conn.is_tls() && !self.conn.is_loopback() {
-            return Err(Error::new(
-                Kind::Cleartext,
-                "server offers no STARTTLS; credentials are not sent in clear text to a non-loopback address",
-            )
-            .with_server(&self.server));
+            return Err(Error::cleartext());
         }
         let caps = self.caps;
         // The login's reply may announce post-login capabilities: keep the ones in force
@@ -400,15 +401,11 @@ impl ImapSession {
             return Err(Error::new(
                 Kind::Deferred,
                 "server offers no usable login mechanism (LOGINDISABLED, no AUTH=PLAIN or AUTH=LOGIN)",
-            )
-            .with_server(&self.server));
+            ));
         };
-        let (status, text) = result.map_err(|e| e.with_command(shown).with_server(&self.server))?;
-        auth_verdict(status, text.as_bytes()).map_err(|kind| {
-            Error::new(kind, text)
-                .with_command(shown)
-                .with_server(&self.server)
-        })
+        let (status, text) = result.map_err(|e| e.with_command(shown))?;
+        auth_verdict(status, text.as_bytes())
+            .map_err(|kind| Error::new(kind, text).with_command(shown))
     }
 
     fn authenticate_plain(

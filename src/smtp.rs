@@ -91,6 +91,11 @@ impl ReplyParser {
     }
 }
 
+/// The error for a reply that is not the one wanted.
+fn refused(kind: Kind, shown: &str, reply: &Reply) -> Error {
+    Error::new(kind, reply.to_string()).with_command(shown)
+}
+
 /// What an EHLO/LHLO reply offers that this client uses.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Extensions {
@@ -167,7 +172,7 @@ pub struct SmtpSession {
 impl SmtpSession {
     pub fn connect(settings: &Settings, tls: &Transport, deadline: Instant) -> Result<Self> {
         let server = settings.server();
-        let conn = Connection::open(settings, tls, deadline).map_err(|e| e.with_server(&server))?;
+        let conn = Connection::open(settings, tls, deadline)?;
         let helo_name = match conn.local_ip() {
             std::net::IpAddr::V4(ip) => format!("[{ip}]"),
             std::net::IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
@@ -257,27 +262,19 @@ impl SmtpSession {
         self.read_reply().map_err(|e| e.with_command(shown))
     }
 
-    fn fail(&self, kind: Kind, shown: &str, reply: &Reply) -> Error {
-        Error::new(kind, reply.to_string())
-            .with_command(shown)
-            .with_server(&self.server)
-    }
-
     /// AUTH PLAIN with an initial response, else AUTH LOGIN.
     pub fn login(&mut self, user: &str, secret: &str) -> Result<()> {
-        let server = self.server.clone();
+        self.try_login(user, secret)
+            .map_err(|e| e.with_server(&self.server))
+    }
+
+    fn try_login(&mut self, user: &str, secret: &str) -> Result<()> {
         if !self.conn.is_tls() && !self.conn.is_loopback() {
-            return Err(Error::new(
-                Kind::Cleartext,
-                "server offers no STARTTLS; credentials are not sent in clear text to a non-loopback address",
-            )
-            .with_server(&server));
+            return Err(Error::cleartext());
         }
         if self.in_transaction {
             // AUTH is not allowed inside a mail transaction.
-            let reply = self
-                .command(b"RSET\r\n", "RSET")
-                .map_err(|e| e.with_server(&server))?;
+            let reply = self.command(b"RSET\r\n", "RSET")?;
             if !reply.is_positive() {
                 // 421: the server closed the idle connection; the caller retries afresh.
                 let kind = if reply.code == 421 {
@@ -285,7 +282,7 @@ impl SmtpSession {
                 } else {
                     Kind::Protocol
                 };
-                return Err(self.fail(kind, "RSET", &reply));
+                return Err(refused(kind, "RSET", &reply));
             }
             self.in_transaction = false;
         }
@@ -303,16 +300,15 @@ impl SmtpSession {
                 Kind::Deferred,
                 "server offers neither AUTH PLAIN nor AUTH LOGIN",
             )
-            .with_command(self.hello)
-            .with_server(&server));
+            .with_command(self.hello));
         };
-        let reply = reply.map_err(|e| e.with_server(&server))?;
+        let reply = reply?;
         if reply.code == 334 {
             // A challenge where none belongs: cancel and give up on this connection.
             let _ = self.command(b"*\r\n", shown);
-            return Err(self.fail(Kind::Protocol, shown, &reply));
+            return Err(refused(Kind::Protocol, shown, &reply));
         }
-        auth_verdict(&reply).map_err(|kind| self.fail(kind, shown, &reply))
+        auth_verdict(&reply).map_err(|kind| refused(kind, shown, &reply))
     }
 
     fn auth_login(&mut self, user: &str, secret: &str) -> Result<Reply> {
@@ -335,7 +331,11 @@ impl SmtpSession {
     /// One recipient probe: `RCPT TO` inside the open `MAIL FROM:<>` transaction (opened
     /// first when needed, pipelined with the RCPT when the server allows).
     pub fn rcpt(&mut self, address: &str) -> Result<()> {
-        let server = self.server.clone();
+        self.try_rcpt(address)
+            .map_err(|e| e.with_server(&self.server))
+    }
+
+    fn try_rcpt(&mut self, address: &str) -> Result<()> {
         let mut out = Vec::with_capacity(address.len() + 40);
         let opening = !self.in_transaction;
         if opening {
@@ -346,9 +346,7 @@ impl SmtpSession {
             }
             out.extend_from_slice(b"\r\n");
             if !self.ext.pipelining {
-                let reply = self
-                    .command(&out, "MAIL FROM:<>")
-                    .map_err(|e| e.with_server(&server))?;
+                let reply = self.command(&out, "MAIL FROM:<>")?;
                 self.check_mail(&reply)?;
                 out.clear();
             }
@@ -356,24 +354,19 @@ impl SmtpSession {
         let shown = format!("RCPT TO:<{address}>");
         out.extend_from_slice(shown.as_bytes());
         out.extend_from_slice(b"\r\n");
-        self.conn
-            .send(&out)
-            .map_err(|e| e.with_command(&shown).with_server(&server))?;
+        self.conn.send(&out).map_err(|e| e.with_command(&shown))?;
         if opening && self.ext.pipelining {
             let reply = self
                 .read_reply()
-                .map_err(|e| e.with_command("MAIL FROM:<>").with_server(&server))?;
+                .map_err(|e| e.with_command("MAIL FROM:<>"))?;
             if let Err(e) = self.check_mail(&reply) {
                 // The pipelined RCPT gets its own (error) reply; read it to stay in step.
-                self.read_reply()
-                    .map_err(|e| e.with_command(&shown).with_server(&server))?;
+                self.read_reply().map_err(|e| e.with_command(&shown))?;
                 return Err(e);
             }
         }
-        let reply = self
-            .read_reply()
-            .map_err(|e| e.with_command(&shown).with_server(&server))?;
-        rcpt_verdict(&reply).map_err(|kind| self.fail(kind, &shown, &reply))
+        let reply = self.read_reply().map_err(|e| e.with_command(&shown))?;
+        rcpt_verdict(&reply).map_err(|kind| refused(kind, &shown, &reply))
     }
 
     fn check_mail(&mut self, reply: &Reply) -> Result<()> {
@@ -387,7 +380,7 @@ impl SmtpSession {
         } else {
             Kind::Deferred
         };
-        Err(self.fail(kind, "MAIL FROM:<>", reply))
+        Err(refused(kind, "MAIL FROM:<>", reply))
     }
 
     /// Ends the session politely without waiting for the answer.

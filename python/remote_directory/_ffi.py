@@ -31,10 +31,14 @@ ENV_VAR = "REMOTE_DIRECTORY_LIB"
 _LIB_NAME = "remote_directory"
 
 
-def _dev_candidates():
-    # python/remote_directory/_ffi.py -> repository root is two levels above the package.
-    here = Path(__file__).resolve().parent
-    root = here.parent.parent
+def _repo_root():
+    # python/remote_directory/_ffi.py -> the repository root is two levels above the package
+    # (editable install or python/ on sys.path); a copy in site-packages has no Cargo.toml there.
+    root = Path(__file__).resolve().parent.parent.parent
+    return root if (root / "Cargo.toml").is_file() else None
+
+
+def _dev_candidates(root):
     names = ["libremote_directory.so"]
     if sys.platform == "darwin":
         names = ["libremote_directory.dylib"]
@@ -55,10 +59,14 @@ def _find():
         return found, "ctypes.util.find_library"
     tried.append("ctypes.util.find_library({!r}) (not found)".format(_LIB_NAME))
 
-    for cand in _dev_candidates():
-        if cand.is_file():
-            return str(cand), "repository build"
-        tried.append("{} (no such file)".format(cand))
+    root = _repo_root()
+    if root is None:
+        tried.append("the repository's target/release (package not run from a source checkout)")
+    else:
+        for cand in _dev_candidates(root):
+            if cand.is_file():
+                return str(cand), "repository build"
+            tried.append("{} (no such file)".format(cand))
 
     raise ImportError(
         "remote_directory: cannot find libremote_directory. Tried: "

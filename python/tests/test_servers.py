@@ -52,10 +52,14 @@ def test_rcpt_on_imap_is_unsupported(open_dir):
     assert info.value.message
 
 
-def test_auth_on_lmtp_is_unsupported(open_dir):
+def test_auth_on_lmtp_without_auth_is_an_error_not_an_answer(open_dir):
+    # Dovecot's LMTP offers no AUTH. The library reports TEMPORARY ("server offers neither
+    # AUTH PLAIN nor AUTH LOGIN"), not UNSUPPORTED; either way it must never be True/False.
     d = open_dir("lmtp")
-    with pytest.raises(rd.Unsupported):
+    with pytest.raises(rd.DirectoryError) as info:
         d.auth(ALICE, ALICE_PASS)
+    assert info.value.result in (Result.UNSUPPORTED, Result.TEMPORARY), info.value
+    assert "AUTH" in info.value.message, info.value.message
 
 
 def test_is_local_domain(open_dir):
