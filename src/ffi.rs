@@ -149,12 +149,18 @@ const MAX_NAME: usize = 1024;
 
 fn open_with(
     out: *mut *mut directory,
-    open: impl FnOnce() -> crate::error::Result<Directory>,
+    name: *const c_char,
+    open: impl FnOnce(Option<&str>) -> crate::error::Result<Directory>,
 ) -> directory_result {
     if out.is_null() {
         return finish(Err(Error::input("out is NULL")));
     }
-    match open() {
+    // SAFETY: `name` is NULL or a NUL-terminated string, as for every string argument.
+    let name = match unsafe { optional_name(name) } {
+        Ok(n) => n,
+        Err(e) => return finish(Err(e)),
+    };
+    match open(name) {
         Ok(dir) => {
             // SAFETY: `out` is non-NULL and points to writable storage for a pointer.
             unsafe { *out = Box::into_raw(Box::new(dir)) as *mut directory };
@@ -191,12 +197,7 @@ pub extern "C" fn directory_open(
 ) -> directory_result {
     boundary! {
         let path = input!(config_path, "config_path", MAX_PATH);
-        // SAFETY: as for every string argument.
-        let name = match unsafe { optional_name(name) } {
-            Ok(n) => n,
-            Err(e) => return finish(Err(e)),
-        };
-        open_with(out, || Directory::open(Path::new(path), name))
+        open_with(out, name, |name| Directory::open(Path::new(path), name))
     }
 }
 
@@ -211,12 +212,7 @@ pub extern "C" fn directory_open_str(
 ) -> directory_result {
     boundary! {
         let text = input!(config_toml, "config_toml", MAX_CONFIG_TEXT);
-        // SAFETY: as for every string argument.
-        let name = match unsafe { optional_name(name) } {
-            Ok(n) => n,
-            Err(e) => return finish(Err(e)),
-        };
-        open_with(out, || Directory::open_str(text, name))
+        open_with(out, name, |name| Directory::open_str(text, name))
     }
 }
 

@@ -234,18 +234,15 @@ pub struct ImapSession {
 impl ImapSession {
     /// Connects, reads the greeting, upgrades with STARTTLS when offered, learns capabilities.
     pub fn connect(settings: &Settings, tls: &Transport, deadline: Instant) -> Result<Self> {
-        let server = settings.server();
-        let conn = Connection::open(settings, tls, deadline).map_err(|e| e.with_server(&server))?;
+        let conn = Connection::open(settings, tls, deadline)?;
         let mut session = ImapSession {
             conn,
             caps: Capabilities::default(),
             pre_login_caps: Capabilities::default(),
             next_tag: 0,
-            server,
+            server: settings.server(),
         };
-        session
-            .start(settings, tls)
-            .map_err(|e| e.with_server(&session.server))?;
+        session.start(settings, tls)?;
         Ok(session)
     }
 

@@ -26,11 +26,12 @@ pub type Outcome = (Result<()>, Option<Session>);
 impl Session {
     pub fn open(settings: &Settings, tls: &Transport, deadline: Instant) -> Result<Self> {
         let link = match settings.protocol {
-            Protocol::Imap => Link::Imap(ImapSession::connect(settings, tls, deadline)?),
+            Protocol::Imap => ImapSession::connect(settings, tls, deadline).map(Link::Imap),
             Protocol::Smtp | Protocol::Lmtp => {
-                Link::Smtp(SmtpSession::connect(settings, tls, deadline)?)
+                SmtpSession::connect(settings, tls, deadline).map(Link::Smtp)
             }
-        };
+        }
+        .map_err(|e| e.with_server(&settings.server()))?;
         Ok(Session {
             link,
             rcpts: 0,

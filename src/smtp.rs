@@ -171,7 +171,6 @@ pub struct SmtpSession {
 
 impl SmtpSession {
     pub fn connect(settings: &Settings, tls: &Transport, deadline: Instant) -> Result<Self> {
-        let server = settings.server();
         let conn = Connection::open(settings, tls, deadline)?;
         let helo_name = match conn.local_ip() {
             std::net::IpAddr::V4(ip) => format!("[{ip}]"),
@@ -188,11 +187,9 @@ impl SmtpSession {
             helo_name,
             parser: ReplyParser::default(),
             in_transaction: false,
-            server,
+            server: settings.server(),
         };
-        session
-            .start(settings, tls)
-            .map_err(|e| e.with_server(&session.server))?;
+        session.start(settings, tls)?;
         Ok(session)
     }
 
