@@ -60,7 +60,7 @@ INSTALL_RPATH = $(if $(filter $(SYSTEM_LIBDIRS),$(LIBDIR)),,-Wl,-rpath,$(LIBDIR)
 PC_LIBDIR     = $(if $(filter $(EXEC_PREFIX)/lib,$(LIBDIR)),$${exec_prefix}/lib,$(LIBDIR))
 PC_INCLUDEDIR = $(if $(filter $(PREFIX)/include,$(INCLUDEDIR)),$${prefix}/include,$(INCLUDEDIR))
 
-.PHONY: all lib programs install uninstall test-c clean distclean
+.PHONY: all lib programs c-programs install uninstall test-c clean distclean
 
 all: programs
 
@@ -69,7 +69,9 @@ lib:
 	$(CARGO) build --release
 
 programs: lib
-	@$(MAKE) --no-print-directory $(PROGRAMS) $(BUILD)/remote_directory.pc
+	@$(MAKE) --no-print-directory c-programs
+
+c-programs: $(PROGRAMS) $(BUILD)/remote_directory.pc
 
 $(BUILD):
 	mkdir -p $@

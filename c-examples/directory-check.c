@@ -142,7 +142,7 @@ static long get_password(char *buf, size_t size)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGQUIT, &sa, NULL);
-    sigaction(SIGTSTP, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
 
     quiet = saved_termios;
     quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK);
@@ -161,7 +161,7 @@ static long get_password(char *buf, size_t size)
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGQUIT, SIG_DFL);
-    signal(SIGTSTP, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
     return len;
 }
 

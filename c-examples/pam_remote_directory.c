@@ -104,10 +104,16 @@ PAM_EXTERN int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc,
         return rc;
 
     rc = pam_get_user(pamh, &user, NULL);
-    if (rc != PAM_SUCCESS || user == NULL || *user == '\0') {
+    if (rc == PAM_CONV_AGAIN)
+        return PAM_INCOMPLETE;
+    if (rc != PAM_SUCCESS) {
         pam_syslog(pamh, LOG_NOTICE, "cannot determine the user name: %s",
                    pam_strerror(pamh, rc));
-        return rc == PAM_CONV_AGAIN ? PAM_INCOMPLETE : PAM_USER_UNKNOWN;
+        return rc;
+    }
+    if (user == NULL || *user == '\0') {
+        pam_syslog(pamh, LOG_NOTICE, "empty user name");
+        return PAM_USER_UNKNOWN;
     }
 
     if (opt.use_first_pass) {
@@ -120,10 +126,12 @@ PAM_EXTERN int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc,
         password = item;
     } else {
         rc = pam_get_authtok(pamh, PAM_AUTHTOK, &password, NULL);
+        if (rc == PAM_CONV_AGAIN)
+            return PAM_INCOMPLETE;
         if (rc != PAM_SUCCESS || password == NULL) {
             pam_syslog(pamh, LOG_NOTICE, "cannot get the password for %s: %s", user,
                        pam_strerror(pamh, rc));
-            return rc == PAM_CONV_AGAIN ? PAM_INCOMPLETE : PAM_AUTH_ERR;
+            return rc != PAM_SUCCESS ? rc : PAM_AUTH_ERR;
         }
     }
 

@@ -407,8 +407,8 @@ static int run_listener(directory *dir, int lfd, const char *spec)
         if (c != NULL) {
             c->dir = dir;
             c->fd = fd;
-            if (getnameinfo((struct sockaddr *)&addr, alen, c->peer, sizeof c->peer - 8,
-                            NULL, 0, NI_NUMERICHOST) != 0)
+            if (getnameinfo((struct sockaddr *)&addr, alen, c->peer, sizeof c->peer, NULL, 0,
+                            NI_NUMERICHOST) != 0)
                 strcpy(c->peer, "client");
         }
         pthread_sigmask(SIG_BLOCK, &block, &old);

@@ -101,6 +101,7 @@ directory_result directory_open_str(const char *config_toml, const char *name, d
 
  Returns OK (accepted), REJECTED (wrong user or password), TEMPORARY (nothing decided:
  network, timeout, TLS, a temporary reply; never treat it as a wrong password),
+ UNSUPPORTED (an SMTP/LMTP server that offers neither AUTH PLAIN nor AUTH LOGIN),
  INVALID_INPUT (NULL, not UTF-8, NUL/CR/LF, empty, user over 320 or secret over 4096
  bytes: nothing was sent). Blocks for at most `timeout` after a connection slot was
  obtained (`pool.timeout.wait`). The secret is never logged nor put in an error message;

@@ -293,9 +293,10 @@ impl SmtpSession {
         } else if self.ext.auth_login {
             ("AUTH LOGIN", self.auth_login(user, secret))
         } else {
+            // Nothing to try later: this server cannot check passwords for us.
             return Err(Error::new(
-                Kind::Deferred,
-                "server offers neither AUTH PLAIN nor AUTH LOGIN",
+                Kind::Unsupported,
+                "server offers neither AUTH PLAIN nor AUTH LOGIN: it cannot check passwords",
             )
             .with_command(self.hello));
         };

@@ -213,3 +213,15 @@ fn native_tls_backend_verifies_with_the_ca_file() {
         .unwrap_err();
     assert_eq!(e.kind(), Kind::Tls, "{e}");
 }
+
+#[test]
+fn auth_on_lmtp_without_auth_is_unsupported() {
+    let dir = open("lmtp", "RD_LMTP_PORT", false, "");
+    let e = dir.auth(ALICE.0, ALICE.1).unwrap_err();
+    assert_eq!(e.kind(), Kind::Unsupported, "{e}");
+    assert!(
+        e.to_string()
+            .contains("LHLO: server offers neither AUTH PLAIN nor AUTH LOGIN"),
+        "{e}"
+    );
+}

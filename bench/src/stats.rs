@@ -57,6 +57,11 @@ impl Histogram {
         self.total += other.total;
     }
 
+    /// Calls that took longer than `ns` (to the histogram's precision).
+    pub fn count_above(&self, ns: u64) -> u64 {
+        self.counts[bucket(ns) + 1..].iter().sum()
+    }
+
     /// The value at quantile `q` (0..=1), in nanoseconds.
     pub fn quantile(&self, q: f64) -> u64 {
         if self.total == 0 {
@@ -81,6 +86,8 @@ pub struct Outcome {
     pub p50_ns: u64,
     pub p99_ns: u64,
     pub errors: u64,
+    /// Calls that took more than 20 ms (the Postfix TLS 1.3 stall is ~40 ms).
+    pub slow: u64,
     pub first_error: String,
 }
 
@@ -146,6 +153,7 @@ where
     let start = start_cell.into_inner().unwrap().unwrap();
     let mut hist = Histogram::new();
     let mut errors = 0;
+    let slow = results.iter().map(|r| r.0.count_above(20_000_000)).sum();
     let mut last = start;
     for (h, e, end) in &results {
         hist.merge(h);
@@ -158,6 +166,7 @@ where
         p50_ns: hist.quantile(0.5),
         p99_ns: hist.quantile(0.99),
         errors,
+        slow,
         first_error: first_error.into_inner().unwrap(),
     }
 }
@@ -174,7 +183,7 @@ pub fn proc_status_kib(key: &str) -> u64 {
 }
 
 /// Shared, so the orchestrator and the children agree on the one-line result format:
-/// `RESULT calls wall_s p50_ns p99_ns errors hwm_kib first-error...`
+/// `RESULT calls wall_s p50_ns p99_ns errors hwm_kib slow first-error...`
 pub fn result_line(o: &Outcome) -> String {
     let err = if o.first_error.is_empty() {
         String::from("-")
@@ -182,13 +191,14 @@ pub fn result_line(o: &Outcome) -> String {
         o.first_error.replace(['\n', '\r', '\t'], " ")
     };
     format!(
-        "RESULT {} {:.6} {} {} {} {} {}",
+        "RESULT {} {:.6} {} {} {} {} {} {}",
         o.calls,
         o.wall.as_secs_f64(),
         o.p50_ns,
         o.p99_ns,
         o.errors,
         proc_status_kib("VmHWM"),
+        o.slow,
         err
     )
 }

@@ -56,9 +56,10 @@ PAM_WRAPPER_LIB=$(ldconfig -p | awk '/libpam_wrapper\.so / {print $NF; exit}')
 [[ -e /usr/include/security/pam_modules.h ]] || die "PAM headers missing (Debian: libpam0g-dev)"
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-port_open "$RD_IMAP_PORT" && port_open "$RD_LMTP_PORT" && port_open "$RD_POLICY_SMTP_PORT" ||
+if ! { port_open "$RD_IMAP_PORT" && port_open "$RD_LMTP_PORT" && port_open "$RD_POLICY_SMTP_PORT"; }; then
     die "the test servers of $RD_SERVERS_ENV do not answer; restart them:
     tests/servers/servers.sh start ${RD_DIR:-/tmp/rd-c}"
+fi
 port_open "$RD_POLICY_PORT" && die "something already listens on the policy port $RD_POLICY_PORT"
 port_open "$CHECKPW_PORT" && die "port $CHECKPW_PORT (private Dovecot) is already in use"
 
@@ -232,17 +233,22 @@ expect "example: a result other than the expected one exits 1" 1 'UNEXPECTED' '^
 # 3. directory-check
 
 DC=$B/directory-check
-run dc-auth-ok bash -c 'printf "%s\n" "$1" | "$2" -c "$3" auth "$4"' _ "$ALICE_PASS" "$DC" "$T/imap.toml" "$ALICE"
+feed() { # DATA CMD... : CMD with DATA on stdin
+    local data=$1
+    shift
+    printf '%s' "$data" | "$@"
+}
+run dc-auth-ok feed "$ALICE_PASS"$'\n' "$DC" -c "$T/imap.toml" auth "$ALICE"
 expect "directory-check auth: right password -> 0" 0 'alice@example.org: OK'
-run dc-auth-bob bash -c 'printf "%s" "$1" | "$2" -c "$3" auth "$4"' _ "$BOB_PASS" "$DC" "$T/imap.toml" bob@example.org
+run dc-auth-bob feed "$BOB_PASS" "$DC" -c "$T/imap.toml" auth bob@example.org
 expect "directory-check auth: bob's quote/backslash/space/UTF-8 password, no newline -> 0" 0 'bob@example.org: OK'
-run dc-auth-wrong bash -c 'printf "%s\n" "$1" | "$2" -v -c "$3" auth "$4"' _ "$WRONG_PASS" "$DC" "$T/imap.toml" "$ALICE"
+run dc-auth-wrong feed "$WRONG_PASS"$'\n' "$DC" -v -c "$T/imap.toml" auth "$ALICE"
 expect "directory-check -v auth: wrong password -> 1 with the server's reply" 1 'REJECTED: .*AUTHENTICATIONFAILED'
-run dc-auth-unknown bash -c 'printf "%s\n" "$1" | "$2" -c "$3" auth "$4"' _ "$ALICE_PASS" "$DC" "$T/imap.toml" nosuchuser@example.org
+run dc-auth-unknown feed "$ALICE_PASS"$'\n' "$DC" -c "$T/imap.toml" auth nosuchuser@example.org
 expect "directory-check auth: unknown user -> 1" 1 'REJECTED'
-run dc-auth-long bash -c 'head -c 5000 /dev/zero | tr "\0" x | "$1" -c "$2" auth "$3"' _ "$DC" "$T/imap.toml" "$ALICE"
+run dc-auth-long feed "$(head -c 5000 /dev/zero | tr '\0' x)" "$DC" -c "$T/imap.toml" auth "$ALICE"
 expect "directory-check auth: 5000-byte password -> 4" 4 'longer than 4096'
-run dc-auth-down bash -c 'printf "%s\n" "$1" | "$2" -v -c "$3" auth "$4"' _ "$ALICE_PASS" "$DC" "$T/imap-down.toml" "$ALICE"
+run dc-auth-down feed "$ALICE_PASS"$'\n' "$DC" -v -c "$T/imap-down.toml" auth "$ALICE"
 expect "directory-check auth: server down (closed port) -> 2" 2 'TEMPORARY'
 
 # The terminal path: prompt on /dev/tty, no echo, exit status through the pty.
@@ -344,6 +350,51 @@ expect "PAM: unknown module option -> PAM_SERVICE_ERR" 1 'pamtester: Error in se
 run pam-firstpass pam rd-firstpass "$ALICE" "$ALICE_PASS"
 expect "PAM: use_first_pass with no earlier password -> Authentication failure" 1 'pamtester: Authentication failure'
 
+# One process, six PAM transactions: the module is loaded and unloaded each time (the
+# reason it keeps no handle between calls); right and wrong passwords alternate.
+cat >"$T/pam_loop.c" <<'EOF'
+#define _DEFAULT_SOURCE
+#include <security/pam_appl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+static const char *password;
+static int conv(int n, const struct pam_message **msg, struct pam_response **resp, void *data)
+{
+    int i;
+    (void)data;
+    *resp = calloc((size_t)n, sizeof **resp);
+    for (i = 0; i < n; i++)
+        if (msg[i]->msg_style == PAM_PROMPT_ECHO_OFF)
+            (*resp)[i].resp = strdup(password);
+    return PAM_SUCCESS;
+}
+int main(int argc, char **argv)
+{
+    struct pam_conv c = { conv, NULL };
+    int i, wrong = 0;
+    for (i = 0; i < 6 && argc == 4; i++) {
+        pam_handle_t *h;
+        int rc;
+        password = i % 2 ? argv[3] : argv[2];
+        pam_start(argv[1], "alice@example.org", &c, &h);
+        rc = pam_authenticate(h, 0);
+        printf("transaction %d: %s\n", i, pam_strerror(h, rc));
+        wrong += (rc == PAM_SUCCESS) != (i % 2 == 0);
+        pam_end(h, rc);
+    }
+    return wrong != 0 || argc != 4;
+}
+EOF
+if cc "${WARN[@]}" -o "$B/pam_loop" "$T/pam_loop.c" -lpam >"$T/out/cc-pam-loop.log" 2>&1; then
+    run pam-loop env LD_PRELOAD="$PAM_WRAPPER_LIB" PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR="$PAMD" \
+        "$B/pam_loop" rd-ok "$ALICE_PASS" "$WRONG_PASS"
+    expect "PAM: six transactions in one process (module reloaded each time), ok/wrong alternating" 0 \
+        'transaction 4: Success' 'transaction 5: Authentication failure'
+else
+    fail "build the PAM loop client" "$(cat "$T/out/cc-pam-loop.log")"
+fi
+
 # ---------------------------------------------------------------------------------------
 # 5. checkpassword, directly
 
@@ -369,11 +420,11 @@ run cp-down cpw "$T/imap-down.toml" "$ALICE" "$ALICE_PASS"
 expect "checkpassword: server down -> 111" 111 'TEMPORARY'
 run cp-noconfig cpw "$T/does-not-exist.toml" "$ALICE" "$ALICE_PASS"
 expect "checkpassword: missing config -> 111" 111 'CONFIG'
-run cp-long bash -c 'head -c 600 /dev/zero | "$1" true 3<&0' _ "$CP"
+run cp-long "$CP" true 3< <(head -c 600 /dev/zero)
 expect "checkpassword: over 512 bytes on fd 3 -> 2" 2 'more than 512 bytes'
 run cp-nofd3 "$CP" true
 expect "checkpassword: no fd 3 -> 2" 2 'cannot read fd 3'
-leaks=$(cd "$T/out" && grep -lF -e "$ALICE_PASS" -e "$BOB_PASS" -e "$WRONG_PASS" cp-* || true)
+leaks=$(grep -lF -e "$ALICE_PASS" -e "$BOB_PASS" -e "$WRONG_PASS" "$T"/out/cp-* || true)
 if [[ -z "$leaks" ]]; then ok "checkpassword never prints a password"; else
     fail "checkpassword never prints a password" "found in: $leaks"; fi
 
@@ -486,6 +537,26 @@ run ps-longline policy_stdin "$T/lmtp.toml" < <(printf 'recipient=%s\n\n' "$(hea
 expect "policy stdin: line over 4 KiB -> closed" 65 'longer than 4096'
 run ps-manyattrs policy_stdin "$T/lmtp.toml" < <(for i in $(seq 200); do echo "x$i=y"; done; echo)
 expect "policy stdin: too many attributes -> closed" 65 'more than 128 attributes'
+# As spawn(8) runs it: stdin, stdout AND stderr on one socket. Log lines (here for the
+# remote being down and for the malformed line) must go to syslog, never to the client.
+run ps-spawn python3 - "$PS" "$T/lmtp-down.toml" <<'EOF'
+import socket, subprocess, sys
+ours, theirs = socket.socketpair()
+p = subprocess.Popen([sys.argv[1], "-c", sys.argv[2]], stdin=theirs, stdout=theirs, stderr=theirs)
+theirs.close()
+ours.sendall(b"request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=alice@example.org\n\n"
+             b"this line has no equals sign\n")
+got = b""
+while True:
+    chunk = ours.recv(4096)
+    if not chunk:
+        break
+    got += chunk
+print("exit", p.wait())
+print(repr(got))
+sys.exit(0 if got == b"action=DEFER_IF_PERMIT 4.3.0 recipient lookup temporarily unavailable\n\n" else 1)
+EOF
+expect "policy under spawn(8) (stderr = client socket): only the answer reaches the client" 0 'exit 65'
 run ps-badconfig "$PS" -c "$T/does-not-exist.toml" </dev/null
 expect "policy: missing config -> exit 5" 5 'CONFIG'
 

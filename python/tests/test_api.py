@@ -216,3 +216,24 @@ def test_concurrent_close_is_harmless():
 def test_directory_cannot_be_built_without_a_handle():
     with pytest.raises(ValueError):
         Directory(None)
+
+
+def test_library_lookup_order_without_env(tmp_path):
+    """Without $REMOTE_DIRECTORY_LIB: find_library, else the checkout's target/release."""
+    import ctypes.util
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parent.parent  # python/
+    root = src.parent
+    env = {k: v for k, v in os.environ.items() if k != "REMOTE_DIRECTORY_LIB"}
+    env["PYTHONPATH"] = str(src)
+    proc = subprocess.run([sys.executable, "-c", "import remote_directory as r; print(r.lib_path)"],
+                          env=env, capture_output=True, text=True, cwd=str(tmp_path))
+    system = ctypes.util.find_library("remote_directory")
+    dev = root / "target" / "release" / "libremote_directory.so"
+    if system:
+        assert proc.stdout.strip() == system, proc.stderr
+    elif dev.is_file():
+        assert proc.stdout.strip() == str(dev), proc.stderr
+    else:
+        assert "cannot find libremote_directory" in proc.stderr, proc.stderr

@@ -52,13 +52,13 @@ def test_rcpt_on_imap_is_unsupported(open_dir):
     assert info.value.message
 
 
-def test_auth_on_lmtp_without_auth_is_an_error_not_an_answer(open_dir):
-    # Dovecot's LMTP offers no AUTH. The library reports TEMPORARY ("server offers neither
-    # AUTH PLAIN nor AUTH LOGIN"), not UNSUPPORTED; either way it must never be True/False.
+def test_auth_on_lmtp_without_auth_is_unsupported(open_dir):
+    # Dovecot's LMTP offers no AUTH: the server cannot check passwords, which is neither an
+    # answer (True/False) nor worth retrying.
     d = open_dir("lmtp")
-    with pytest.raises(rd.DirectoryError) as info:
+    with pytest.raises(rd.Unsupported) as info:
         d.auth(ALICE, ALICE_PASS)
-    assert info.value.result in (Result.UNSUPPORTED, Result.TEMPORARY), info.value
+    assert info.value.result == Result.UNSUPPORTED, info.value
     assert "AUTH" in info.value.message, info.value.message
 
 

@@ -29,10 +29,15 @@ def test_gil_is_released_parallel_wrong_passwords(servers):
     """
     with _imap(servers) as d:
         assert d.auth(ALICE, ALICE_PASS) is True  # warm up (TLS config, first connection)
-        t0 = time.monotonic()
-        assert d.auth(ALICE, "wrong-1") is False
-        single = time.monotonic() - t0
-        assert single > 0.2, "a wrong password should take ~500 ms at Dovecot; took {:.3f}s".format(single)
+        # Dovecot 2.3 answers failures on a 500 ms timer, so the first one after start can
+        # come early: take the median of three sequential wrong-password calls.
+        singles = []
+        for i in range(3):
+            t0 = time.monotonic()
+            assert d.auth(ALICE, "wrong-{}".format(i)) is False
+            singles.append(time.monotonic() - t0)
+        single = sorted(singles)[1]
+        assert single > 0.2, "a wrong password should take ~500 ms at Dovecot; took {}".format(singles)
 
         barrier = threading.Barrier(THREADS + 1)
         results = [None] * THREADS
@@ -53,8 +58,8 @@ def test_gil_is_released_parallel_wrong_passwords(servers):
             t.join()
         wall = time.monotonic() - t0
 
-    print("\nGIL: single wrong-password auth {:.3f}s; {} in parallel {:.3f}s (ratio {:.2f})".format(
-        single, THREADS, wall, wall / single))
+    print("\nGIL: single wrong-password auth {:.3f}s (of {}); {} in parallel {:.3f}s (ratio {:.2f})".format(
+        single, ", ".join("{:.3f}".format(x) for x in singles), THREADS, wall, wall / single))
     assert results == [False] * THREADS, results
     assert wall < 4 * single, "8 parallel calls took {:.3f}s, single {:.3f}s".format(wall, single)
 
@@ -63,6 +68,7 @@ def test_gil_is_released_python_runs_during_a_call(servers):
     """While one thread waits ~500 ms inside directory_auth, this thread keeps running Python."""
     with _imap(servers) as d:
         assert d.auth(ALICE, ALICE_PASS) is True
+        assert d.auth(ALICE, "wrong-prime") is False  # align with Dovecot's 500 ms failure timer
         started, done = threading.Event(), threading.Event()
         out = []
 

@@ -131,6 +131,15 @@ impl Peer {
     /// Listens on 127.0.0.1 port 0; each connection runs `script`.
     pub fn start(script: impl Fn(&mut Conn) -> PeerResult + Send + Sync + 'static) -> Peer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        Peer::start_on(listener, script)
+    }
+
+    /// As [`Peer::start`], on a listener the test made (e.g. bound inside a network
+    /// namespace of its own, see `tests/reliability_netns.rs`).
+    pub fn start_on(
+        listener: TcpListener,
+        script: impl Fn(&mut Conn) -> PeerResult + Send + Sync + 'static,
+    ) -> Peer {
         listener
             .set_nonblocking(true)
             .expect("nonblocking listener");
@@ -157,6 +166,16 @@ impl Peer {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The address the peer listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections whose script is still running now.
+    pub fn active(&self) -> usize {
+        self.shared.active.load(Ordering::SeqCst)
     }
 
     /// Connections accepted so far.
@@ -640,6 +659,12 @@ impl Conn {
     /// Server-side TLS handshake with the test certificate (see [`ca_file`]). Bytes the
     /// client sent before its handshake are a violation: noted, then dropped.
     pub fn start_tls(&mut self) -> PeerResult {
+        self.start_tls_with(tls_material().server.clone())
+    }
+
+    /// As [`Conn::start_tls`], with another server configuration (e.g. from
+    /// [`server_config`]: a certificate for another name, or an expired one).
+    pub fn start_tls_with(&mut self, config: Arc<ServerConfig>) -> PeerResult {
         if !self.buf.is_empty() {
             self.note(format!(
                 "client sent {} bytes after STARTTLS before the TLS handshake",
@@ -650,8 +675,7 @@ impl Conn {
         let Stream::Plain(mut tcp) = std::mem::replace(&mut self.stream, Stream::Closed) else {
             return Err(PeerError::Tls("not a plain connection".into()));
         };
-        let mut tls = ServerConnection::new(tls_material().server.clone())
-            .map_err(|e| PeerError::Tls(e.to_string()))?;
+        let mut tls = ServerConnection::new(config).map_err(|e| PeerError::Tls(e.to_string()))?;
         let _ = tcp.set_read_timeout(Some(self.timeout));
         while tls.is_handshaking() {
             if self.stopped() {
@@ -675,6 +699,57 @@ impl Conn {
 struct TlsMaterial {
     server: Arc<ServerConfig>,
     ca_path: PathBuf,
+    /// The test CA, for further certificates ([`server_config`]).
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+/// Validity period of a certificate made by [`server_config`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validity {
+    /// From yesterday for a year or so (what rcgen makes by default: 1975 to 4096).
+    Current,
+    /// Expired: 2000-01-01 to 2001-01-01.
+    Expired,
+    /// Not valid before 2090-01-01.
+    NotYetValid,
+}
+
+/// A TLS server configuration whose leaf certificate, signed by the test CA (so trusted
+/// through [`ca_file`]), names `names` and has `validity`.
+pub fn server_config(names: &[&str], validity: Validity) -> Arc<ServerConfig> {
+    use rcgen::{date_time_ymd, CertificateParams, DnType, KeyPair};
+    let material = tls_material();
+    let key = KeyPair::generate().expect("leaf key");
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("leaf params");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, names.first().copied().unwrap_or("peer"));
+    match validity {
+        Validity::Current => {}
+        Validity::Expired => {
+            params.not_before = date_time_ymd(2000, 1, 1);
+            params.not_after = date_time_ymd(2001, 1, 1);
+        }
+        Validity::NotYetValid => {
+            params.not_before = date_time_ymd(2090, 1, 1);
+            params.not_after = date_time_ymd(2091, 1, 1);
+        }
+    }
+    let leaf = params
+        .signed_by(&key, &material.issuer)
+        .expect("leaf certificate");
+    let chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone()];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    Arc::new(
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("server certificate"),
+    )
 }
 
 fn tls_material() -> &'static TlsMaterial {
@@ -715,6 +790,7 @@ fn tls_material() -> &'static TlsMaterial {
         TlsMaterial {
             server: Arc::new(server),
             ca_path,
+            issuer,
         }
     })
 }
@@ -760,7 +836,12 @@ pub struct CDirectory(*mut ffi::directory);
 
 impl CDirectory {
     pub fn open(kind: &str, peer: &Peer, extra: &[&str]) -> CDirectory {
-        let text = CString::new(config(kind, peer, extra)).unwrap();
+        CDirectory::open_text(&config(kind, peer, extra))
+    }
+
+    /// From whole configuration text (one directory).
+    pub fn open_text(text: &str) -> CDirectory {
+        let text = CString::new(text).unwrap();
         let mut out = std::ptr::null_mut();
         let r = ffi::directory_open_str(text.as_ptr(), std::ptr::null(), &mut out);
         assert_eq!(
@@ -778,6 +859,12 @@ impl CDirectory {
         let secret = CString::new(secret).unwrap();
         let r = ffi::directory_auth(self.0, user.as_ptr(), secret.as_ptr());
         (r, c_last_error())
+    }
+
+    /// The raw handle, for calls with arguments `auth` and `rcpt` cannot make (NULL,
+    /// bytes that are not UTF-8).
+    pub fn as_ptr(&self) -> *mut ffi::directory {
+        self.0
     }
 
     pub fn rcpt(&self, address: &str) -> (directory_result, String) {
