@@ -1,0 +1,1089 @@
+//! Faults of the network and of hostile servers, seen through the C API: connection refused,
+//! a server that stops mid-reply or after its greeting, a stall at every step of a dialogue,
+//! a slow drip bounded by the call's deadline, invalid UTF-8 and NUL bytes in replies, and
+//! TLS failures (handshake, wrong host, expired, not yet valid, unknown CA).
+//!
+//! The rule under test everywhere: an outage is TEMPORARY, never REJECTED, and it comes
+//! within `timeout` plus a small margin. Cases of one kind run concurrently (each against
+//! its own scripted peer) so the whole file takes a few seconds, not a minute.
+
+mod peer;
+
+use peer::{
+    ca_file_line, server_config, CDirectory, Conn, Peer, PeerError, PeerResult, Validity,
+};
+use remote_directory::ffi::{self, directory_result, directory_result::*};
+use rustls::ServerConfig;
+use std::ffi::CStr;
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ALICE: &str = "alice@example.org";
+const ALICE_PASS: &str = "alice-pass-1";
+/// What a call may take beyond its `timeout`: thread scheduling on a loaded 2-core machine
+/// with a dozen calls timing out at once. Measured overruns are 1-20 ms (RELIABILITY.md).
+const MARGIN: Duration = Duration::from_millis(750);
+/// How long a stalling peer waits; far beyond every `timeout` used here.
+const STALL: Duration = Duration::from_secs(20);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Auth,
+    Rcpt,
+}
+
+type Script = Box<dyn Fn(&mut Conn) -> PeerResult + Send + Sync>;
+
+/// One fault: a directory of `kind` with `extra` settings against a peer running `script`.
+struct Case {
+    name: &'static str,
+    kind: &'static str,
+    op: Op,
+    extra: Vec<String>,
+    script: Script,
+}
+
+fn case(
+    name: &'static str,
+    kind: &'static str,
+    op: Op,
+    extra: &[&str],
+    script: impl Fn(&mut Conn) -> PeerResult + Send + Sync + 'static,
+) -> Case {
+    Case {
+        name,
+        kind,
+        op,
+        extra: extra.iter().map(|s| s.to_string()).collect(),
+        script: Box::new(script),
+    }
+}
+
+/// What one case produced.
+struct Outcome {
+    name: &'static str,
+    result: directory_result,
+    /// `directory_last_error()` as raw bytes (checked to be clean UTF-8 by `message`).
+    raw_message: Vec<u8>,
+    took: Duration,
+    commands: Vec<Vec<String>>,
+    /// Every connection's script ended once the handle was closed.
+    ended: bool,
+    peer_errors: Vec<String>,
+}
+
+impl Outcome {
+    /// The last error, which must be valid UTF-8 without control characters.
+    fn message(&self) -> String {
+        let text = std::str::from_utf8(&self.raw_message)
+            .unwrap_or_else(|e| panic!("{}: last error is not UTF-8 ({e}): {:?}", self.name, self.raw_message));
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\t'),
+            "{}: control character in the last error {text:?}",
+            self.name
+        );
+        text.to_owned()
+    }
+
+    /// Lines received that carry credentials (any AUTH, AUTHENTICATE or LOGIN command).
+    fn credential_lines(&self) -> Vec<String> {
+        self.commands
+            .iter()
+            .flatten()
+            .filter(|l| {
+                let upper = l.to_ascii_uppercase();
+                upper.starts_with("AUTH ")
+                    || upper.contains(" AUTHENTICATE ")
+                    || upper.contains(" LOGIN ")
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+fn raw_last_error() -> Vec<u8> {
+    // SAFETY: directory_last_error never returns NULL; the string stays valid until the next
+    // call on this thread, and it is copied at once.
+    unsafe { CStr::from_ptr(ffi::directory_last_error()) }
+        .to_bytes()
+        .to_vec()
+}
+
+fn call(dir: &CDirectory, op: Op) -> (directory_result, Vec<u8>, Duration) {
+    let start = Instant::now();
+    let result = match op {
+        Op::Auth => dir.auth(ALICE, ALICE_PASS).0,
+        Op::Rcpt => dir.rcpt(ALICE).0,
+    };
+    (result, raw_last_error(), start.elapsed())
+}
+
+fn run_case(case: Case) -> Outcome {
+    let Case {
+        name,
+        kind,
+        op,
+        extra,
+        script,
+    } = case;
+    let peer = Peer::start(script);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let dir = CDirectory::open(kind, &peer, &extra);
+    let (result, raw_message, took) = call(&dir, op);
+    drop(dir);
+    let ended = peer.wait_until(Duration::from_secs(5), |p| {
+        (0..p.connections()).all(|i| p.ended(i))
+    });
+    Outcome {
+        name,
+        result,
+        raw_message,
+        took,
+        commands: peer.all_commands(),
+        ended,
+        peer_errors: peer.errors(),
+    }
+}
+
+/// Runs every case at once, each in its own thread against its own peer.
+fn run_all(cases: Vec<Case>) -> Vec<Outcome> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = cases
+            .into_iter()
+            .map(|c| s.spawn(move || run_case(c)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a case thread panicked"))
+            .collect()
+    })
+}
+
+/// Asserts TEMPORARY within `within`, a clean message, no credentials after a failure
+/// (unless the case sent them legitimately before the fault) and peers that ended.
+fn assert_temporary(outcomes: &[Outcome], within: Duration) {
+    let mut failures = Vec::new();
+    for o in outcomes {
+        let message = o.message();
+        eprintln!(
+            "{:<44} {:>6} ms  {}",
+            o.name,
+            o.took.as_millis(),
+            message
+        );
+        if o.result != DIRECTORY_RESULT_TEMPORARY {
+            failures.push(format!(
+                "{}: {:?} instead of TEMPORARY: {message}",
+                o.name, o.result
+            ));
+        }
+        if o.took > within {
+            failures.push(format!("{}: took {:?} > {within:?}", o.name, o.took));
+        }
+        if message.is_empty() {
+            failures.push(format!("{}: empty last error", o.name));
+        }
+        if !o.ended {
+            failures.push(format!("{}: a peer connection outlived the handle", o.name));
+        }
+        if !o.peer_errors.is_empty() {
+            failures.push(format!("{}: peer script errors {:?}", o.name, o.peer_errors));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+fn drip(c: &mut Conn, data: &[u8], every: Duration) -> PeerResult {
+    for &b in data {
+        c.send_raw(&[b])?;
+        c.pause(every)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// connection refused, server gone mid-reply, server closing after its greeting
+
+/// A port on 127.0.0.1 where nothing listens (bound, then released).
+fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn text_config(kind: &str, port: u16, extra: &str) -> String {
+    format!(
+        "[directory.test]\ntype = \"{kind}\"\naddress = \"127.0.0.1\"\nport = {port}\ntimeout = \"2s\"\n{extra}\n"
+    )
+}
+
+#[test]
+fn connection_refused_is_temporary_at_once() {
+    let port = closed_port();
+    for (kind, op) in [
+        ("imap", Op::Auth),
+        ("smtp", Op::Auth),
+        ("smtp", Op::Rcpt),
+        ("lmtp", Op::Rcpt),
+    ] {
+        for implicit in [false, true] {
+            let dir = CDirectory::open_text(&text_config(
+                kind,
+                port,
+                &format!("tls.implicit = {implicit}"),
+            ));
+            for _ in 0..3 {
+                let (result, raw, took) = call(&dir, op);
+                let message = String::from_utf8(raw).unwrap();
+                assert_eq!(
+                    result, DIRECTORY_RESULT_TEMPORARY,
+                    "{kind} {op:?}: {message}"
+                );
+                assert!(message.contains("refused"), "{message}");
+                assert!(took < Duration::from_millis(500), "{kind}: took {took:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn server_stopping_mid_reply_or_after_its_greeting_is_temporary_never_rejected() {
+    const IMAP_CAPS: &str = "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready";
+    let smtp_hello = |c: &mut Conn, keywords: &[&str]| -> PeerResult {
+        c.send("220 mx.example.org ESMTP")?;
+        c.expect("EHLO")?;
+        let mut lines = vec!["250-mx.example.org".to_string()];
+        for k in keywords {
+            lines.push(format!("250-{k}"));
+        }
+        let last = lines.pop().unwrap().replacen("250-", "250 ", 1);
+        lines.push(last);
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        c.send_lines(&refs)
+    };
+    let cases = vec![
+        case("imap: greeting cut", "imap", Op::Auth, &[], |c| {
+            c.send_raw(b"* OK [CAPABILITY IMAP4rev1 AUTH=PL")?;
+            c.close();
+            Ok(())
+        }),
+        case("imap: closed after greeting", "imap", Op::Auth, &[], |c| {
+            c.send("* OK ready")?;
+            c.close();
+            Ok(())
+        }),
+        case(
+            "imap: closed after greeting with capabilities",
+            "imap",
+            Op::Auth,
+            &[],
+            |c| {
+                c.send(IMAP_CAPS)?;
+                c.close();
+                Ok(())
+            },
+        ),
+        case("imap: capability reply cut", "imap", Op::Auth, &[], |c| {
+            c.send("* OK ready")?;
+            c.expect_imap("CAPABILITY")?;
+            c.send_raw(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\na1 O")?;
+            c.close();
+            Ok(())
+        }),
+        case("imap: auth NO reply cut", "imap", Op::Auth, &[], |c| {
+            c.send(IMAP_CAPS)?;
+            let (tag, _) = c.expect_imap("AUTHENTICATE")?;
+            c.send_raw(format!("{tag} NO [AUTHENTICATIONFAILED] Authentica").as_bytes())?;
+            c.close();
+            Ok(())
+        }),
+        case("imap: closed instead of auth reply", "imap", Op::Auth, &[], |c| {
+            c.send(IMAP_CAPS)?;
+            c.expect_imap("AUTHENTICATE")?;
+            c.close();
+            Ok(())
+        }),
+        case(
+            "imap: untagged lines then closed",
+            "imap",
+            Op::Auth,
+            &[],
+            |c| {
+                c.send(IMAP_CAPS)?;
+                c.expect_imap("AUTHENTICATE")?;
+                c.send_lines(&["* OK still working", "* NO [ALERT] hm"])?;
+                c.close();
+                Ok(())
+            },
+        ),
+        case("smtp: greeting cut", "smtp", Op::Rcpt, &[], |c| {
+            c.send_raw(b"220 mx.exam")?;
+            c.close();
+            Ok(())
+        }),
+        case("smtp: multi-line greeting cut", "smtp", Op::Rcpt, &[], |c| {
+            c.send_raw(b"220-mx.example.org\r\n220-more\r\n")?;
+            c.close();
+            Ok(())
+        }),
+        case("smtp: closed after greeting", "smtp", Op::Rcpt, &[], |c| {
+            c.send("220 mx.example.org ESMTP")?;
+            c.close();
+            Ok(())
+        }),
+        case("lmtp: closed after greeting", "lmtp", Op::Rcpt, &[], |c| {
+            c.send("220 mx.example.org LMTP")?;
+            c.close();
+            Ok(())
+        }),
+        case("smtp: EHLO reply cut", "smtp", Op::Auth, &[], |c| {
+            c.send("220 mx.example.org ESMTP")?;
+            c.expect("EHLO")?;
+            c.send_raw(b"250-mx.example.org\r\n250-AUTH PLAIN\r\n250-PIPE")?;
+            c.close();
+            Ok(())
+        }),
+        case("smtp: 535 cut before CRLF", "smtp", Op::Auth, &[], move |c| {
+            smtp_hello(c, &["AUTH PLAIN"])?;
+            c.expect("AUTH PLAIN")?;
+            c.send_raw(b"535 5.7.8 Error: authentication failed")?;
+            c.close();
+            Ok(())
+        }),
+        case(
+            "smtp: multi-line 535 cut",
+            "smtp",
+            Op::Auth,
+            &[],
+            move |c| {
+                smtp_hello(c, &["AUTH PLAIN"])?;
+                c.expect("AUTH PLAIN")?;
+                c.send_raw(b"535-5.7.8 Error: authentication failed\r\n")?;
+                c.close();
+                Ok(())
+            },
+        ),
+        case(
+            "smtp: closed instead of auth reply",
+            "smtp",
+            Op::Auth,
+            &[],
+            move |c| {
+                smtp_hello(c, &["AUTH PLAIN"])?;
+                c.expect("AUTH PLAIN")?;
+                c.close();
+                Ok(())
+            },
+        ),
+        case(
+            "smtp: 550 cut before CRLF",
+            "smtp",
+            Op::Rcpt,
+            &[],
+            move |c| {
+                smtp_hello(c, &["PIPELINING"])?;
+                c.expect("MAIL FROM")?;
+                c.expect("RCPT TO")?;
+                c.send_raw(b"250 2.1.0 Ok\r\n550 5.1.1 <alice@example.org>: User unkn")?;
+                c.close();
+                Ok(())
+            },
+        ),
+        case(
+            "smtp: multi-line 550 cut",
+            "smtp",
+            Op::Rcpt,
+            &[],
+            move |c| {
+                smtp_hello(c, &["PIPELINING"])?;
+                c.expect("MAIL FROM")?;
+                c.expect("RCPT TO")?;
+                c.send_raw(b"250 2.1.0 Ok\r\n550-5.1.1 User unknown\r\n")?;
+                c.close();
+                Ok(())
+            },
+        ),
+        case(
+            "smtp: closed instead of RCPT reply",
+            "smtp",
+            Op::Rcpt,
+            &[],
+            move |c| {
+                smtp_hello(c, &["PIPELINING"])?;
+                c.expect("MAIL FROM")?;
+                c.expect("RCPT TO")?;
+                c.send("250 2.1.0 Ok")?;
+                c.close();
+                Ok(())
+            },
+        ),
+        case(
+            "lmtp: 550 cut before CRLF",
+            "lmtp",
+            Op::Rcpt,
+            &[],
+            move |c| {
+                c.send("220 mx LMTP")?;
+                c.expect("LHLO")?;
+                c.send("250 mx")?;
+                c.expect("MAIL FROM")?;
+                c.send("250 2.1.0 OK")?;
+                c.expect("RCPT TO")?;
+                c.send_raw(b"550 5.1.1 <alice@example.org> User doesn't")?;
+                c.close();
+                Ok(())
+            },
+        ),
+    ];
+    let outcomes = run_all(cases);
+    assert_temporary(&outcomes, Duration::from_secs(1));
+}
+
+// ---------------------------------------------------------------------------------------
+// stalls
+
+/// A listener on 127.0.0.1 whose accept queue is full: further SYNs are dropped, so a
+/// connect to it neither succeeds nor fails until the client gives up. Keep the returned
+/// values alive for as long as the stall is needed.
+fn full_backlog_listener() -> (TcpListener, Vec<TcpStream>) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket calls on a descriptor this function owns; it is handed to a
+    // TcpListener, which closes it.
+    let listener = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let listener = TcpListener::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        addr.sin_port = 0;
+        let rc = libc::bind(
+            fd,
+            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        // Backlog 0: the queue holds one connection; the SYN of the next is dropped.
+        assert_eq!(
+            libc::listen(fd, 0),
+            0,
+            "listen: {}",
+            std::io::Error::last_os_error()
+        );
+        listener
+    };
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..16 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => fillers.push(s),
+            Err(_) => return (listener, fillers),
+        }
+    }
+    panic!("the accept queue of {addr} never filled: SYNs are not dropped here");
+}
+
+#[test]
+fn connect_to_a_listener_that_drops_syns_times_out_within_the_timeout() {
+    let (listener, _fillers) = full_backlog_listener();
+    let port = listener.local_addr().unwrap().port();
+    let timeout = Duration::from_secs(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = [("imap", Op::Auth), ("smtp", Op::Rcpt), ("lmtp", Op::Rcpt)]
+            .into_iter()
+            .map(|(kind, op)| {
+                s.spawn(move || {
+                    let dir = CDirectory::open_text(
+                        &text_config(kind, port, "").replace("\"2s\"", "\"1s\""),
+                    );
+                    let (result, raw, took) = call(&dir, op);
+                    (kind, result, String::from_utf8(raw).unwrap(), took)
+                })
+            })
+            .collect();
+        for h in handles {
+            let (kind, result, message, took) = h.join().unwrap();
+            eprintln!("connect stall {kind}: {} ms {message}", took.as_millis());
+            assert_eq!(result, DIRECTORY_RESULT_TEMPORARY, "{kind}: {message}");
+            assert!(message.contains("timed out"), "{kind}: {message}");
+            assert!(
+                took >= timeout - Duration::from_millis(50) && took <= timeout + MARGIN,
+                "{kind}: took {took:?}"
+            );
+        }
+    });
+}
+
+/// IMAP up to a TLS session with the peer's certificate (STARTTLS, capabilities again).
+fn imap_to_tls(c: &mut Conn) -> PeerResult {
+    c.send("* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready")?;
+    let (tag, _) = c.expect_imap("STARTTLS")?;
+    c.send(&format!("{tag} OK Begin TLS negotiation now."))?;
+    c.start_tls()?;
+    let (tag, _) = c.expect_imap("CAPABILITY")?;
+    c.send_lines(&[
+        "* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR",
+        &format!("{tag} OK done"),
+    ])
+}
+
+/// SMTP up to the EHLO reply after STARTTLS, offering `keywords` then.
+fn smtp_to_tls(c: &mut Conn, keywords: &[&str]) -> PeerResult {
+    c.send("220 mx.example.org ESMTP")?;
+    c.expect("EHLO")?;
+    c.send_lines(&["250-mx.example.org", "250-PIPELINING", "250 STARTTLS"])?;
+    c.expect("STARTTLS")?;
+    c.send("220 2.0.0 Ready to start TLS")?;
+    c.start_tls()?;
+    c.expect("EHLO")?;
+    let mut lines = vec!["250-mx.example.org".to_string()];
+    lines.extend(keywords.iter().map(|k| format!("250-{k}")));
+    let last = lines.pop().unwrap().replacen("250-", "250 ", 1);
+    lines.push(last);
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    c.send_lines(&refs)
+}
+
+#[test]
+fn a_stall_at_every_step_is_temporary_within_the_timeout() {
+    let ca = ca_file_line();
+    let t = ["timeout = \"1s\"", ca.as_str()];
+    let ti = ["timeout = \"1s\"", ca.as_str(), "tls.implicit = true"];
+    let cases = vec![
+        case("imap: greeting", "imap", Op::Auth, &t, |c| c.stall(STALL)),
+        case("imap: implicit TLS handshake", "imap", Op::Auth, &ti, |c| {
+            c.stall(STALL)
+        }),
+        case("imap: CAPABILITY reply", "imap", Op::Auth, &t, |c| {
+            c.send("* OK ready")?;
+            c.expect_imap("CAPABILITY")?;
+            c.stall(STALL)
+        }),
+        case("imap: STARTTLS reply", "imap", Op::Auth, &t, |c| {
+            c.send("* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready")?;
+            c.expect_imap("STARTTLS")?;
+            c.stall(STALL)
+        }),
+        case("imap: TLS handshake after STARTTLS", "imap", Op::Auth, &t, |c| {
+            c.send("* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready")?;
+            let (tag, _) = c.expect_imap("STARTTLS")?;
+            c.send(&format!("{tag} OK Begin TLS negotiation now."))?;
+            c.stall(STALL)
+        }),
+        case("imap: CAPABILITY reply after TLS", "imap", Op::Auth, &t, |c| {
+            c.send("* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready")?;
+            let (tag, _) = c.expect_imap("STARTTLS")?;
+            c.send(&format!("{tag} OK Begin TLS negotiation now."))?;
+            c.start_tls()?;
+            c.expect_imap("CAPABILITY")?;
+            c.stall(STALL)
+        }),
+        case("imap: auth reply (TLS)", "imap", Op::Auth, &t, |c| {
+            imap_to_tls(c)?;
+            c.expect_imap("AUTHENTICATE PLAIN")?;
+            c.stall(STALL)
+        }),
+        case("imap: continuation request", "imap", Op::Auth, &t, |c| {
+            c.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready")?;
+            c.expect_imap("AUTHENTICATE PLAIN")?;
+            c.stall(STALL)
+        }),
+        case("imap: LOGIN reply", "imap", Op::Auth, &t, |c| {
+            c.send("* OK [CAPABILITY IMAP4rev1] ready")?;
+            c.expect_imap("LOGIN")?;
+            c.stall(STALL)
+        }),
+        case("smtp: greeting", "smtp", Op::Auth, &t, |c| c.stall(STALL)),
+        case("smtp: implicit TLS handshake", "smtp", Op::Auth, &ti, |c| {
+            c.stall(STALL)
+        }),
+        case("smtp: multi-line greeting", "smtp", Op::Rcpt, &t, |c| {
+            c.send("220-mx.example.org ESMTP")?;
+            c.stall(STALL)
+        }),
+        case("smtp: EHLO reply", "smtp", Op::Rcpt, &t, |c| {
+            c.send("220 mx.example.org ESMTP")?;
+            c.expect("EHLO")?;
+            c.stall(STALL)
+        }),
+        case("lmtp: LHLO reply", "lmtp", Op::Rcpt, &t, |c| {
+            c.send("220 mx.example.org LMTP")?;
+            c.expect("LHLO")?;
+            c.stall(STALL)
+        }),
+        case("smtp: STARTTLS reply", "smtp", Op::Auth, &t, |c| {
+            c.send("220 mx.example.org ESMTP")?;
+            c.expect("EHLO")?;
+            c.send_lines(&["250-mx.example.org", "250 STARTTLS"])?;
+            c.expect("STARTTLS")?;
+            c.stall(STALL)
+        }),
+        case("smtp: TLS handshake after STARTTLS", "smtp", Op::Auth, &t, |c| {
+            c.send("220 mx.example.org ESMTP")?;
+            c.expect("EHLO")?;
+            c.send_lines(&["250-mx.example.org", "250 STARTTLS"])?;
+            c.expect("STARTTLS")?;
+            c.send("220 2.0.0 Ready to start TLS")?;
+            c.stall(STALL)
+        }),
+        case("smtp: EHLO reply after TLS", "smtp", Op::Auth, &t, |c| {
+            c.send("220 mx.example.org ESMTP")?;
+            c.expect("EHLO")?;
+            c.send_lines(&["250-mx.example.org", "250 STARTTLS"])?;
+            c.expect("STARTTLS")?;
+            c.send("220 2.0.0 Ready to start TLS")?;
+            c.start_tls()?;
+            c.expect("EHLO")?;
+            c.stall(STALL)
+        }),
+        case("smtp: AUTH reply (TLS)", "smtp", Op::Auth, &t, |c| {
+            smtp_to_tls(c, &["AUTH PLAIN LOGIN"])?;
+            c.expect("AUTH PLAIN")?;
+            c.stall(STALL)
+        }),
+        case("smtp: AUTH LOGIN challenge (TLS)", "smtp", Op::Auth, &t, |c| {
+            smtp_to_tls(c, &["AUTH LOGIN"])?;
+            c.expect("AUTH LOGIN")?;
+            c.stall(STALL)
+        }),
+        case("smtp: MAIL reply (no pipelining)", "smtp", Op::Rcpt, &t, |c| {
+            smtp_to_tls(c, &["8BITMIME"])?;
+            c.expect("MAIL FROM")?;
+            c.stall(STALL)
+        }),
+        case("smtp: RCPT reply (TLS)", "smtp", Op::Rcpt, &t, |c| {
+            smtp_to_tls(c, &["PIPELINING"])?;
+            c.expect("MAIL FROM")?;
+            c.expect("RCPT TO")?;
+            c.send("250 2.1.0 Ok")?;
+            c.stall(STALL)
+        }),
+        case("lmtp: RCPT reply", "lmtp", Op::Rcpt, &t, |c| {
+            c.send("220 mx.example.org LMTP")?;
+            c.expect("LHLO")?;
+            c.send("250 mx.example.org")?;
+            c.expect("MAIL FROM")?;
+            c.send("250 2.1.0 OK")?;
+            c.expect("RCPT TO")?;
+            c.stall(STALL)
+        }),
+    ];
+    let outcomes = run_all(cases);
+    assert_temporary(&outcomes, Duration::from_secs(1) + MARGIN);
+    for o in &outcomes {
+        let message = o.message();
+        assert!(message.contains("timed out"), "{}: {message}", o.name);
+        assert!(
+            o.took >= Duration::from_millis(950),
+            "{}: gave up early, after {:?}",
+            o.name,
+            o.took
+        );
+    }
+    let worst = outcomes.iter().map(|o| o.took).max().unwrap();
+    eprintln!("stalls: {} cases, slowest {worst:?}", outcomes.len());
+}
+
+#[test]
+fn a_stall_on_a_reused_connection_is_bounded_by_the_new_calls_deadline() {
+    // The first probe is answered; the second, on the same idle connection, never is.
+    let peer = Peer::start(|c| {
+        c.send("220 mx.example.org ESMTP")?;
+        c.expect("EHLO")?;
+        c.send_lines(&["250-mx.example.org", "250 PIPELINING"])?;
+        c.expect("MAIL FROM")?;
+        c.expect("RCPT TO")?;
+        c.send_lines(&["250 2.1.0 Ok", "250 2.1.5 Ok"])?;
+        c.expect("RCPT TO")?;
+        c.stall(STALL)
+    });
+    let dir = CDirectory::open("smtp", &peer, &["timeout = \"1s\""]);
+    assert_eq!(call(&dir, Op::Rcpt).0, DIRECTORY_RESULT_OK);
+    // Idle for longer than the timeout: the deadline is the new call's, not the old one's.
+    std::thread::sleep(Duration::from_millis(1200));
+    let (result, raw, took) = call(&dir, Op::Rcpt);
+    let message = String::from_utf8(raw).unwrap();
+    assert_eq!(result, DIRECTORY_RESULT_TEMPORARY, "{message}");
+    assert!(message.contains("timed out"), "{message}");
+    assert!(
+        took >= Duration::from_millis(950) && took <= Duration::from_secs(1) + MARGIN,
+        "took {took:?}"
+    );
+    drop(dir);
+    peer.wait_all_ended();
+    assert_eq!(peer.connections(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// slow drip: the timeout bounds the whole call, not each read
+
+#[test]
+fn a_slow_drip_is_cut_by_the_call_deadline_not_only_per_read() {
+    let t2 = ["timeout = \"2s\""];
+    let cases = vec![
+        case("imap: greeting, 1 byte / 250 ms", "imap", Op::Auth, &t2, |c| {
+            drip(
+                c,
+                b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] Dovecot ready.\r\n",
+                Duration::from_millis(250),
+            )?;
+            c.stall(STALL)
+        }),
+        case("smtp: greeting, 1 byte / 1000 ms", "smtp", Op::Rcpt, &t2, |c| {
+            // Each byte comes well within any per-read timeout of 2 s.
+            drip(c, b"220 mx.example.org ESMTP\r\n", Duration::from_millis(1000))?;
+            c.stall(STALL)
+        }),
+        case("smtp: EHLO lines, 1 line / 400 ms", "smtp", Op::Rcpt, &t2, |c| {
+            c.send("220 mx.example.org ESMTP")?;
+            c.expect("EHLO")?;
+            for i in 0..100 {
+                c.send(&format!("250-X-KEYWORD-{i}"))?;
+                c.pause(Duration::from_millis(400))?;
+            }
+            c.stall(STALL)
+        }),
+        case("imap: untagged lines, 1 / 300 ms", "imap", Op::Auth, &t2, |c| {
+            c.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready")?;
+            c.expect_imap("AUTHENTICATE")?;
+            for _ in 0..100 {
+                c.send("* OK still thinking")?;
+                c.pause(Duration::from_millis(300))?;
+            }
+            c.stall(STALL)
+        }),
+        case("lmtp: RCPT reply, 1 byte / 200 ms", "lmtp", Op::Rcpt, &t2, |c| {
+            c.send("220 mx.example.org LMTP")?;
+            c.expect("LHLO")?;
+            c.send("250 mx.example.org")?;
+            c.expect("MAIL FROM")?;
+            c.send("250 2.1.0 OK")?;
+            c.expect("RCPT TO")?;
+            drip(c, b"250 2.1.5 OK, after a long think\r\n", Duration::from_millis(200))?;
+            c.stall(STALL)
+        }),
+        case(
+            "smtp: every step 700 ms (3 steps > 2 s)",
+            "smtp",
+            Op::Rcpt,
+            &t2,
+            |c| {
+                let step = Duration::from_millis(700);
+                c.pause(step)?;
+                c.send("220 mx.example.org ESMTP")?;
+                c.expect("EHLO")?;
+                c.pause(step)?;
+                c.send_lines(&["250-mx.example.org", "250 8BITMIME"])?;
+                c.expect("MAIL FROM")?;
+                c.pause(step)?;
+                c.send("250 2.1.0 Ok")?;
+                c.expect("RCPT TO")?;
+                c.pause(step)?;
+                c.send("250 2.1.5 Ok")?;
+                c.stall(STALL)
+            },
+        ),
+    ];
+    let outcomes = run_all(cases);
+    assert_temporary(&outcomes, Duration::from_secs(2) + MARGIN);
+    for o in &outcomes {
+        assert!(
+            o.message().contains("timed out"),
+            "{}: {}",
+            o.name,
+            o.message()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// hostile bytes in replies
+
+#[test]
+fn invalid_utf8_nul_and_escapes_in_replies_leave_a_clean_c_string() {
+    let cases = vec![
+        case("imap: NUL and 0xff in the greeting", "imap", Op::Auth, &[], |c| {
+            c.send_raw(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] \xff\xfe\0\x1b[2J\x07 ready\r\n")?;
+            let (tag, _) = c.expect_imap("AUTHENTICATE")?;
+            c.send_raw(format!("{tag} NO [UNAVAILABLE] \u{0}").as_bytes())?;
+            c.send_raw(b"\xc3\x28\xa0\xa1 \x1b]0;owned\x07 bad\rtext\r\n")?;
+            c.expect_imap("LOGOUT").map(|_| ())
+        }),
+        case("imap: binary garbage greeting", "imap", Op::Auth, &[], |c| {
+            c.send_raw(b"\0\0\0\xff\xfe\x00garbage\x1b[31m\r\n")?;
+            c.stall(STALL)
+        }),
+        case("smtp: binary garbage greeting", "smtp", Op::Rcpt, &[], |c| {
+            c.send_raw(b"\xff\xfe\0\0 220 hello\x1b[0m\r\n")?;
+            c.stall(STALL)
+        }),
+        case("smtp: NUL in the EHLO reply", "smtp", Op::Rcpt, &[], |c| {
+            c.send("220 mx.example.org ESMTP")?;
+            c.expect("EHLO")?;
+            c.send_raw(b"250-mx\0.example.org\r\n250-PIPE\0LINING\xff\r\n250 8BIT\x1bMIME\r\n")?;
+            c.expect("MAIL FROM")?;
+            c.send_raw(b"451 4.3.0 \xff\xfe\0 try \x1b[5mlater\r\n")?;
+            c.stall(STALL)
+        }),
+        case("smtp: 454 with bad bytes to AUTH", "smtp", Op::Auth, &[], |c| {
+            c.send("220 mx.example.org ESMTP")?;
+            c.expect("EHLO")?;
+            c.send_lines(&["250-mx.example.org", "250 AUTH PLAIN"])?;
+            c.expect("AUTH PLAIN")?;
+            c.send_raw(b"454-4.7.0 \xe2\x28\xa1\0\r\n454 4.7.0 \x7f\x1b[H\r\n")?;
+            c.stall(STALL)
+        }),
+    ];
+    let outcomes = run_all(cases);
+    assert_temporary(&outcomes, Duration::from_secs(5) + MARGIN);
+    // The same bytes in replies that decide: REJECTED, and still a clean message.
+    let cases = vec![
+        case("imap: NO with bad bytes", "imap", Op::Auth, &[], |c| {
+            c.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready")?;
+            let (tag, _) = c.expect_imap("AUTHENTICATE")?;
+            c.send_raw(
+                format!("{tag} NO [AUTHENTICATIONFAILED] \u{0}\u{1b}[31m").as_bytes(),
+            )?;
+            c.send_raw(b" \xff\xfe\xc0\xaf fail\r\n")?;
+            c.stall(STALL)
+        }),
+        case("smtp: 550 with bad bytes", "smtp", Op::Rcpt, &[], |c| {
+            c.send("220 mx.example.org ESMTP")?;
+            c.expect("EHLO")?;
+            c.send_lines(&["250-mx.example.org", "250 PIPELINING"])?;
+            c.expect("MAIL FROM")?;
+            c.expect("RCPT TO")?;
+            c.send_raw(b"250 2.1.0 Ok\r\n550-5.1.1 \0\xff\xfe\r\n550 5.1.1 \x1b[2J\x08\x08 unknown \xed\xa0\x80\r\n")?;
+            c.stall(STALL)
+        }),
+        case("smtp: 535 with bad bytes", "smtp", Op::Auth, &[], |c| {
+            c.send("220 mx.example.org ESMTP")?;
+            c.expect("EHLO")?;
+            c.send_lines(&["250-mx.example.org", "250 AUTH PLAIN"])?;
+            c.expect("AUTH PLAIN")?;
+            c.send_raw(b"535 5.7.8 \0\0\xf8\x88\x80\x80\x80 \x1b[1mno\r\n")?;
+            c.stall(STALL)
+        }),
+    ];
+    for o in run_all(cases) {
+        let message = o.message();
+        eprintln!("{:<44} {message}", o.name);
+        assert_eq!(o.result, DIRECTORY_RESULT_REJECTED, "{}: {message}", o.name);
+        assert!(message.contains('\u{fffd}'), "{}: {message}", o.name);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS failures
+
+/// Answers EHLO, AUTH (235), MAIL/RCPT (250) and QUIT after a successful handshake, so a
+/// test that expected the handshake to fail sees what the client sent.
+fn smtp_serve_after_tls(c: &mut Conn) -> PeerResult {
+    loop {
+        let line = c.next_line()?;
+        let verb = line
+            .split(' ')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase();
+        match verb.as_str() {
+            "EHLO" | "LHLO" => c.send_lines(&["250-mx.example.org", "250-PIPELINING", "250 AUTH PLAIN"])?,
+            "AUTH" => c.send("235 2.7.0 Authentication successful")?,
+            "QUIT" => return c.send("221 2.0.0 Bye"),
+            _ => c.send("250 2.0.0 Ok")?,
+        }
+    }
+}
+
+/// SMTP with STARTTLS whose handshake uses `config`.
+fn smtp_starttls_with(config: Arc<ServerConfig>) -> impl Fn(&mut Conn) -> PeerResult {
+    move |c| {
+        c.send("220 mx.example.org ESMTP")?;
+        c.expect("EHLO")?;
+        c.send_lines(&["250-mx.example.org", "250-STARTTLS", "250 AUTH PLAIN"])?;
+        c.expect("STARTTLS")?;
+        c.send("220 2.0.0 Ready to start TLS")?;
+        match c.start_tls_with(config.clone()) {
+            Ok(()) => smtp_serve_after_tls(c),
+            // The client refused the certificate: the test checks that it sent nothing.
+            Err(PeerError::Tls(_)) | Err(PeerError::Closed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// IMAP with implicit TLS whose handshake uses `config`.
+fn imap_implicit_with(config: Arc<ServerConfig>) -> impl Fn(&mut Conn) -> PeerResult {
+    move |c| {
+        match c.start_tls_with(config.clone()) {
+            Ok(()) => {}
+            Err(PeerError::Tls(_)) | Err(PeerError::Closed) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        c.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready")?;
+        loop {
+            let line = c.next_line()?;
+            let tag = line.split(' ').next().unwrap_or_default().to_owned();
+            if line.to_ascii_uppercase().contains(" LOGOUT") {
+                return c.send_lines(&["* BYE bye", &format!("{tag} OK done")]);
+            }
+            c.send(&format!("{tag} OK Logged in"))?;
+        }
+    }
+}
+
+#[test]
+fn tls_failures_are_temporary_and_send_no_credentials() {
+    let ca = ca_file_line();
+    let with_ca = [ca.as_str()];
+    let implicit = [ca.as_str(), "tls.implicit = true"];
+    let no_ca: [&str; 0] = [];
+    let local = || server_config(&["localhost", "127.0.0.1"], Validity::Current);
+    let other = || server_config(&["mx.other.example"], Validity::Current);
+    let expired = || server_config(&["localhost", "127.0.0.1"], Validity::Expired);
+    let future = || server_config(&["localhost", "127.0.0.1"], Validity::NotYetValid);
+    let cases = vec![
+        case(
+            "smtp: certificate for another host",
+            "smtp",
+            Op::Auth,
+            &with_ca,
+            smtp_starttls_with(other()),
+        ),
+        case(
+            "imap: certificate for another host",
+            "imap",
+            Op::Auth,
+            &implicit,
+            imap_implicit_with(other()),
+        ),
+        case(
+            "smtp: expired certificate",
+            "smtp",
+            Op::Auth,
+            &with_ca,
+            smtp_starttls_with(expired()),
+        ),
+        case(
+            "imap: expired certificate",
+            "imap",
+            Op::Auth,
+            &implicit,
+            imap_implicit_with(expired()),
+        ),
+        case(
+            "smtp: certificate not yet valid",
+            "smtp",
+            Op::Auth,
+            &with_ca,
+            smtp_starttls_with(future()),
+        ),
+        case(
+            "smtp: unknown CA (no tls.ca-file)",
+            "smtp",
+            Op::Auth,
+            &no_ca,
+            smtp_starttls_with(local()),
+        ),
+        case(
+            "imap: unknown CA (no tls.ca-file)",
+            "imap",
+            Op::Auth,
+            &["tls.implicit = true"],
+            imap_implicit_with(local()),
+        ),
+        case(
+            "smtp: fatal alert instead of a handshake",
+            "smtp",
+            Op::Auth,
+            &with_ca,
+            |c| {
+                c.send("220 mx.example.org ESMTP")?;
+                c.expect("EHLO")?;
+                c.send_lines(&["250-mx.example.org", "250 STARTTLS"])?;
+                c.expect("STARTTLS")?;
+                c.send("220 2.0.0 Ready to start TLS")?;
+                // After the ClientHello: a fatal handshake_failure alert record.
+                c.data_within(Duration::from_secs(5))?;
+                c.send_raw(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28])?;
+                c.stall(STALL)
+            },
+        ),
+        case(
+            "smtp: connection closed in the handshake",
+            "smtp",
+            Op::Rcpt,
+            &with_ca,
+            |c| {
+                c.send("220 mx.example.org ESMTP")?;
+                c.expect("EHLO")?;
+                c.send_lines(&["250-mx.example.org", "250 STARTTLS"])?;
+                c.expect("STARTTLS")?;
+                c.send("220 2.0.0 Ready to start TLS")?;
+                c.data_within(Duration::from_secs(5))?;
+                c.close();
+                Ok(())
+            },
+        ),
+        case(
+            "imap: plain text instead of implicit TLS",
+            "imap",
+            Op::Auth,
+            &implicit,
+            |c| {
+                c.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] plain text server")?;
+                c.stall(STALL)
+            },
+        ),
+    ];
+    let outcomes = run_all(cases);
+    assert_temporary(&outcomes, Duration::from_secs(5));
+    for o in &outcomes {
+        let message = o.message();
+        assert!(
+            o.credential_lines().is_empty(),
+            "{}: credentials sent: {:?}",
+            o.name,
+            o.credential_lines()
+        );
+        assert!(
+            message.contains("TLS") || message.contains("certificate"),
+            "{}: {message}",
+            o.name
+        );
+    }
+    let by_name = |n: &str| outcomes.iter().find(|o| o.name == n).unwrap().message();
+    assert!(
+        by_name("smtp: expired certificate").contains("xpired"),
+        "{}",
+        by_name("smtp: expired certificate")
+    );
+    assert!(
+        by_name("smtp: certificate for another host").contains("not valid for name"),
+        "{}",
+        by_name("smtp: certificate for another host")
+    );
+    // The same peers with `tls.allow-invalid-certs = true`: the handshake completes and the
+    // dialogue goes on, which shows that the failures above came from verification.
+    let dangerous = ["tls.allow-invalid-certs = true"];
+    let dangerous_implicit = ["tls.allow-invalid-certs = true", "tls.implicit = true"];
+    let cases = vec![
+        case(
+            "smtp: another host, verification off",
+            "smtp",
+            Op::Auth,
+            &dangerous,
+            smtp_starttls_with(other()),
+        ),
+        case(
+            "imap: expired, verification off",
+            "imap",
+            Op::Auth,
+            &dangerous_implicit,
+            imap_implicit_with(expired()),
+        ),
+    ];
+    for o in run_all(cases) {
+        assert_eq!(o.result, DIRECTORY_RESULT_OK, "{}: {}", o.name, o.message());
+    }
+}
