@@ -2,7 +2,7 @@
 # Throwaway Dovecot + Postfix for remote-directory's real-server tests.
 #
 #   tests/servers/servers.sh start  DIR   generate everything under DIR, start, wait, write DIR/env
-#   tests/servers/servers.sh stop   DIR   stop both instances (safe to repeat)
+#   tests/servers/servers.sh stop   DIR   stop both instances, remove DIR/env (safe to repeat)
 #   tests/servers/servers.sh status DIR   say what runs and which ports answer
 #
 # Everything lives under DIR: configuration, TLS material, run/state directories, Postfix
@@ -42,6 +42,11 @@ usage() {
 # paths and ports
 
 set_paths() {
+    # DIR ends up in config files of two different syntaxes and in the shell-sourceable
+    # env file; refuse characters that would need quoting in any of them (checked before
+    # anything is created, and again on the resolved path below).
+    [[ "$1" =~ ^[A-Za-z0-9._/+-]+$ ]] ||
+        die "DIR '$1' must consist of letters, digits and . _ / + - only"
     # Absolute, because both servers resolve relative paths against their own cwd.  Only
     # `start` creates DIR; stop/status on a missing DIR have nothing to act on.
     if [[ "$cmd" == start ]]; then
@@ -52,8 +57,6 @@ set_paths() {
         exit 1
     fi
     DIR=$(cd -- "$1" && pwd -P)
-    # DIR ends up in config files of two different syntaxes and in the shell-sourceable
-    # env file; refuse characters that would need quoting in any of them.
     [[ "$DIR" =~ ^[A-Za-z0-9._/+-]+$ ]] ||
         die "DIR '$DIR' must consist of letters, digits and . _ / + - only"
     # Dovecot creates unix sockets under DIR/run/dovecot (e.g. login/imap-urlauth-postlogin);
@@ -118,38 +121,47 @@ port_in_use() {
 # ---------------------------------------------------------------------------------------
 # processes, by pid file only
 
-# pid from pid file $1 if that process is alive and its command is $2 (guards against a
-# recycled pid); empty otherwise.
+# pid from pid file $1 if that process is alive, its command is $2 and its working
+# directory is $3: both masters chdir to their own directory under DIR, so a recycled pid,
+# or the master of another instance, is never taken for ours.  Empty otherwise.
 live_pid() {
-    local file=$1 comm=$2 pid
+    local file=$1 comm=$2 cwd=$3 pid
     [[ -r "$file" ]] || return 0
     pid=$(tr -dc '0-9' <"$file" | head -c 10)
     [[ -n "$pid" && -d /proc/$pid ]] || return 0
     [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == "$comm" ]] || return 0
+    [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == "$cwd" ]] || return 0
     echo "$pid"
 }
 
-dovecot_pid() { live_pid "$DOVECOT_PID" dovecot; }
-postfix_pid() { live_pid "$POSTFIX_PID" master; }
+dovecot_pid() { live_pid "$DOVECOT_PID" dovecot "$DRUN"; }
+postfix_pid() { live_pid "$POSTFIX_PID" master "$PQUEUE"; }
 
-# SIGTERM, wait up to 10 s, then SIGKILL.  Both masters take their children down on TERM.
-stop_pid() {
-    local what=$1 pid=$2 i
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        [[ -d /proc/$pid ]] || { echo "$PROG: stopped $what (pid $pid)"; return 0; }
+# SIGTERM to both masters at once, then wait.  Each takes its children down: Postfix at
+# once, Dovecot within ~1-6 s (it waits up to 5 s for its processes to go, plus 1 s).
+# SIGKILL after 15 s as a last resort.
+cmd_stop() {
+    local dpid ppid i
+    dpid=$(dovecot_pid)
+    ppid=$(postfix_pid)
+    [[ -n "$dpid" ]] || echo "$PROG: Dovecot not running in $DIR"
+    [[ -n "$ppid" ]] || echo "$PROG: Postfix not running in $DIR"
+    for i in $dpid $ppid; do kill -TERM "$i" 2>/dev/null || true; done
+    for ((i = 0; i < 150; i++)); do
+        [[ -n "$dpid" && -d /proc/$dpid ]] || [[ -n "$ppid" && -d /proc/$ppid ]] || break
         sleep 0.1
     done
-    echo "$PROG: $what (pid $pid) ignored SIGTERM for 10 s; sending SIGKILL" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-}
-
-cmd_stop() {
-    local pid
-    pid=$(dovecot_pid)
-    if [[ -n "$pid" ]]; then stop_pid Dovecot "$pid"; else echo "$PROG: Dovecot not running in $DIR"; fi
-    pid=$(postfix_pid)
-    if [[ -n "$pid" ]]; then stop_pid Postfix "$pid"; else echo "$PROG: Postfix not running in $DIR"; fi
+    for i in $dpid $ppid; do
+        if [[ -d /proc/$i ]]; then
+            echo "$PROG: pid $i ignored SIGTERM for 15 s; sending SIGKILL" >&2
+            kill -KILL "$i" 2>/dev/null || true
+        fi
+    done
+    [[ -z "$dpid" ]] || echo "$PROG: stopped Dovecot (pid $dpid)"
+    [[ -z "$ppid" ]] || echo "$PROG: stopped Postfix (pid $ppid)"
+    # DIR/env stands for "servers running": without it a test says how to start them
+    # instead of failing on refused connections.
+    rm -f -- "$ENV_FILE"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -407,6 +419,10 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
+    # Postfix will not read a table or main.cf that changed less than ~2 s ago: it pauses
+    # ("let it settle down") until the file is older, which cost every start 2 s and every
+    # new smtpd process as much.  Files we just wrote are complete, so date them back.
+    touch -d "@$(($(date +%s) - 60))" "$PCONF/main.cf" "$PCONF/master.cf" "$PCONF/vmailbox"
 }
 
 write_env() {
@@ -494,7 +510,7 @@ cmd_start() {
     done
     getent passwd dovecot dovenull postfix nobody >/dev/null ||
         die "system users dovecot, dovenull, postfix and nobody must exist (installed with the packages)"
-    getent group nogroup postdrop >/dev/null || die "groups nogroup and postdrop must exist"
+    getent group nogroup postdrop dovecot >/dev/null || die "groups nogroup, postdrop and dovecot must exist"
 
     pid=$(dovecot_pid)
     [[ -z "$pid" ]] || die "Dovecot already runs from $DIR (pid $pid); run '$0 stop $DIR' first"
@@ -508,7 +524,9 @@ cmd_start() {
     done < <(port_list)
     if ((${#busy[@]} > 0)); then
         echo "$PROG: TCP port(s) already in use: ${busy[*]}" >&2
-        command -v ss >/dev/null 2>&1 && ss -ltnp 2>/dev/null | grep -E ":($(port_list | awk '{print $2}' | paste -sd'|'))\b" >&2
+        if command -v ss >/dev/null 2>&1; then
+            ss -ltnp 2>/dev/null | grep -E ":($(port_list | awk '{print $2}' | paste -sd'|'))\b" >&2 || true
+        fi
         die "stop whatever listens there, or pick other ports with RD_PORT_BASE (now ${RD_PORT_BASE:-10000})"
     fi
     if port_in_use "$POLICY_PORT"; then
@@ -524,7 +542,9 @@ cmd_start() {
     # PDATA is left to `postfix start` (post-install create-missing), which makes it owned
     # by the postfix user as master requires.
     mkdir -p -- "$LOG" "$DCONF_DIR" "$DRUN" "$DSTATE" "$MAIL" "$PCONF" "$PQUEUE"
-    rm -f -- "$ENV_FILE"
+    # Neither master runs from here (checked above): pid files left by a crash are stale,
+    # and Dovecot would refuse to start if such a pid had been reused by another process.
+    rm -f -- "$ENV_FILE" "$DOVECOT_PID" "$POSTFIX_PID"
     chown nobody:nogroup "$MAIL"
     chmod 700 "$MAIL"
     # Postfix insists that its queue directory is owned by root; it creates the rest.
@@ -540,11 +560,15 @@ cmd_start() {
     trap 'rc=$?; if ((rc != 0)); then log_tails; echo "$PROG: start failed; stopping what was started" >&2; cmd_stop >&2 || true; fi' EXIT
 
     doveconf -c "$DCONF" -n >/dev/null || die "Dovecot rejects the generated $DCONF"
-    dovecot -c "$DCONF" || die "dovecot -c $DCONF failed"
+    # The daemons must not inherit our stdout/stderr: Dovecot's master keeps them open,
+    # and a caller reading our output through a pipe (`start DIR | tee`, CI) would then
+    # wait for EOF forever.  What they print at start-up goes to files under DIR/log.
+    dovecot -c "$DCONF" </dev/null >"$LOG/dovecot-start.out" 2>&1 ||
+        die "dovecot -c $DCONF failed: $(cat "$LOG/dovecot-start.out")"
     # `postfix start` runs the integrity checks, creates the queue subdirectories with the
     # right owners, and returns once master has initialised (master -w).
-    postfix -c "$PCONF" start 2>>"$LOG/postfix-start.err" ||
-        die "postfix -c $PCONF start failed: $(cat "$LOG/postfix-start.err")"
+    postfix -c "$PCONF" start </dev/null >"$LOG/postfix-start.out" 2>&1 ||
+        die "postfix -c $PCONF start failed: $(cat "$LOG/postfix-start.out")"
 
     echo "$PROG: waiting for greetings (up to ${RD_START_TIMEOUT:-20} s)"
     wait_ready || die "servers did not answer in time"
@@ -581,11 +605,7 @@ cmd_status() {
 
 (($# == 2)) || usage
 cmd=$1
+case "$cmd" in start | stop | status) ;; *) usage ;; esac
 set_paths "$2"
 set_ports
-case "$cmd" in
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    status) cmd_status ;;
-    *) usage ;;
-esac
+"cmd_$cmd"
