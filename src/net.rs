@@ -266,6 +266,23 @@ pub struct Connection {
     deadline: Instant,
     peer: SocketAddr,
     trace: Option<Arc<Trace>>,
+    /// Reads left that first set TCP_QUICKACK (a young TLS connection, see `handshake`).
+    quickack_reads: u8,
+    /// SO_RCVTIMEO / SO_SNDTIMEO as last set (None: unknown), so that a call does not pay
+    /// two setsockopt calls when the value would barely change.
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+/// How far a socket timeout may differ from the time left before the call's deadline.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(50);
+
+/// Whether a socket timeout set earlier is too far from the time left to keep.
+fn timeout_stale(set: Option<Duration>, left: Duration) -> bool {
+    match set {
+        None => true,
+        Some(t) => t > left + TIMEOUT_SLACK || t + TIMEOUT_SLACK < left,
+    }
 }
 
 impl Connection {
@@ -300,6 +317,9 @@ impl Connection {
                         deadline,
                         peer: addr,
                         trace: tls.trace.clone(),
+                        quickack_reads: 0,
+                        read_timeout: None,
+                        write_timeout: None,
                     };
                     if settings.tls.implicit {
                         conn.handshake(settings, tls)?;
@@ -373,6 +393,13 @@ impl Connection {
                 ));
             }
         };
+        // Postfix (no TCP_NODELAY) sends its TLS 1.3 session tickets, then holds its small
+        // first reply until they are acknowledged, and Linux delays that ACK by ~40 ms.
+        // Acknowledge at once while the connection is young (BENCHMARKS.md: stall rows).
+        self.quickack_reads = 4;
+        // The handshake set both timeouts.
+        self.read_timeout = None;
+        self.write_timeout = None;
         Ok(())
     }
 
@@ -427,8 +454,15 @@ impl Connection {
     fn fill(&mut self) -> Result<()> {
         let left = remaining(self.deadline)?;
         if let Some(tcp) = self.stream.tcp() {
-            tcp.set_read_timeout(Some(left))
-                .map_err(|e| Error::io("read", &e))?;
+            if timeout_stale(self.read_timeout, left) {
+                tcp.set_read_timeout(Some(left))
+                    .map_err(|e| Error::io("read", &e))?;
+                self.read_timeout = Some(left);
+            }
+            if self.quickack_reads > 0 {
+                self.quickack_reads -= 1;
+                quickack(tcp);
+            }
         }
         match self.stream.read(&mut self.buf[self.end..]) {
             Ok(0) => Err(Error::new(Kind::Network, "connection closed by server")),
@@ -464,8 +498,11 @@ impl Connection {
     fn write(&mut self, data: &[u8]) -> Result<()> {
         let left = remaining(self.deadline)?;
         if let Some(tcp) = self.stream.tcp() {
-            tcp.set_write_timeout(Some(left))
-                .map_err(|e| Error::io("write", &e))?;
+            if timeout_stale(self.write_timeout, left) {
+                tcp.set_write_timeout(Some(left))
+                    .map_err(|e| Error::io("write", &e))?;
+                self.write_timeout = Some(left);
+            }
         }
         self.stream
             .write_all(data)
@@ -536,3 +573,13 @@ fn native_handshake(
         }
     })
 }
+
+/// Acknowledge the next segments at once (Linux; the kernel clears the flag by itself, so it
+/// is set before each read that should benefit). Only an optimisation: failures are ignored.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn quickack(tcp: &TcpStream) {
+    let _ = socket2::SockRef::from(tcp).set_tcp_quickack(true);
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn quickack(_tcp: &TcpStream) {}

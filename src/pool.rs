@@ -13,6 +13,8 @@ struct State {
     idle: Vec<(Instant, Session)>,
     /// Connections counted against the limit: idle ones plus those lent out.
     open: usize,
+    /// Callers blocked in `acquire`: only then is a condition-variable wake-up needed.
+    waiters: usize,
 }
 
 pub struct Pool {
@@ -37,6 +39,7 @@ impl Pool {
             state: Mutex::new(State {
                 idle: Vec::new(),
                 open: 0,
+                waiters: 0,
             }),
             freed: Condvar::new(),
             max,
@@ -81,11 +84,13 @@ impl Pool {
                     ),
                 ));
             }
+            state.waiters += 1;
             state = self
                 .freed
                 .wait_timeout(state, left)
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .0;
+            state.waiters -= 1;
         }
     }
 
@@ -151,9 +156,14 @@ impl Slot<'_> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
+        let mut state = self.pool.lock();
         if !self.kept {
-            self.pool.lock().open -= 1;
+            state.open -= 1;
         }
-        self.pool.freed.notify_one();
+        let wake = state.waiters > 0;
+        drop(state);
+        if wake {
+            self.pool.freed.notify_one();
+        }
     }
 }
