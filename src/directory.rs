@@ -7,7 +7,7 @@ use crate::net::Transport;
 use crate::pool::Pool;
 use crate::session::{Outcome, Session};
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Longest user name accepted by `directory_auth`, in bytes (NUL excluded).
@@ -52,7 +52,11 @@ impl Directory {
                 format!("directory.{}.{}", settings.name, e.detail()),
             )
         })?;
-        let pool = Pool::new(settings.max_connections, settings.wait_timeout);
+        let pool = Pool::new(
+            settings.max_connections,
+            settings.min_idle,
+            settings.wait_timeout,
+        );
         let cache = settings.cache.as_ref().map(Cache::new).transpose()?;
         let inner = Arc::new(Inner {
             settings,
@@ -184,7 +188,7 @@ impl Inner {
 impl Drop for Directory {
     fn drop(&mut self) {
         if let Some(keeper) = self.keeper.take() {
-            keeper.stop();
+            keeper.stop(&self.inner.pool);
         }
         self.inner.close_idle(self.inner.pool.drain_idle());
     }
@@ -193,64 +197,56 @@ impl Drop for Directory {
 /// Idle sessions older than this are replaced by the keeper: servers close connections that
 /// have not logged in after a while (Dovecot: 3 minutes), and a fresh one is ready at once.
 const KEEPER_MAX_IDLE: Duration = Duration::from_secs(60);
-/// How often the keeper looks at the pool.
-const KEEPER_TICK: Duration = Duration::from_millis(100);
+/// How often the keeper looks for old sessions when nothing wakes it.
+const KEEPER_TICK: Duration = Duration::from_secs(1);
+/// How long the keeper waits after a failed connection, or when the pool is full.
+const KEEPER_BACKOFF: Duration = Duration::from_secs(5);
+const KEEPER_FULL_PAUSE: Duration = Duration::from_millis(50);
 
 /// A background thread that keeps `pool.min-idle` sessions connected and ready, so a call
-/// does not wait for connect and TLS.
+/// does not wait for connect and TLS. The pool wakes it as soon as a call takes one.
 struct Keeper {
-    stop: Arc<(Mutex<bool>, Condvar)>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Keeper {
     fn start(inner: Arc<Inner>) -> Self {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("remote-directory-keeper".into())
-            .spawn(move || keep_idle(&inner, &flag))
+            .spawn(move || keep_idle(&inner))
             .expect("spawn the min-idle keeper thread");
-        Keeper { stop, thread }
+        Keeper { thread }
     }
 
     /// Stops the thread; waits for it, which is at most one connection attempt (`timeout`).
-    fn stop(self) {
-        *self.stop.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.stop.1.notify_all();
+    fn stop(self, pool: &Pool) {
+        pool.close();
         let _ = self.thread.join();
     }
 }
 
-fn keep_idle(inner: &Inner, stop: &(Mutex<bool>, Condvar)) {
-    let mut backoff = KEEPER_TICK;
-    loop {
-        let stopped = stop.0.lock().unwrap_or_else(|p| p.into_inner());
-        let (stopped, _) = stop
-            .1
-            .wait_timeout(stopped, backoff)
-            .unwrap_or_else(|p| p.into_inner());
-        if *stopped {
-            return;
-        }
-        drop(stopped);
+fn keep_idle(inner: &Inner) {
+    let pool = &inner.pool;
+    while pool.wait_for_demand(KEEPER_TICK) {
         if let Some(cutoff) = Instant::now().checked_sub(KEEPER_MAX_IDLE) {
-            inner.close_idle(inner.pool.drain_idle_since(cutoff));
+            inner.close_idle(pool.drain_idle_since(cutoff));
         }
-        backoff = KEEPER_TICK;
-        while inner.pool.idle_connections() < inner.settings.min_idle {
-            let Some(slot) = inner.pool.try_reserve() else {
+        while pool.idle_connections() < inner.settings.min_idle {
+            let Some(slot) = pool.try_reserve() else {
+                // Every connection is busy: look again shortly.
+                if !pool.pause(KEEPER_FULL_PAUSE) {
+                    return;
+                }
                 break;
             };
-            match Session::open(
-                &inner.settings,
-                &inner.transport,
-                Instant::now() + inner.settings.timeout,
-            ) {
+            let deadline = Instant::now() + inner.settings.timeout;
+            match Session::open(&inner.settings, &inner.transport, deadline) {
                 Ok(session) => slot.release(Some(session)),
                 Err(_) => {
                     // The server is down or refusing: calls will report it; retry calmly.
-                    backoff = Duration::from_secs(5);
+                    if !pool.pause(KEEPER_BACKOFF) {
+                        return;
+                    }
                     break;
                 }
             }

@@ -15,11 +15,16 @@ struct State {
     open: usize,
     /// Callers blocked in `acquire`: only then is a condition-variable wake-up needed.
     waiters: usize,
+    /// The handle is closing: the min-idle keeper stops.
+    closing: bool,
 }
 
 pub struct Pool {
     state: Mutex<State>,
     freed: Condvar,
+    /// Wakes the min-idle keeper when the idle sessions fall below `min_idle`.
+    demand: Condvar,
+    min_idle: usize,
     max: usize,
     wait: Duration,
 }
@@ -34,14 +39,17 @@ pub struct Slot<'a> {
 }
 
 impl Pool {
-    pub fn new(max: usize, wait: Duration) -> Self {
+    pub fn new(max: usize, min_idle: usize, wait: Duration) -> Self {
         Pool {
             state: Mutex::new(State {
                 idle: Vec::new(),
                 open: 0,
                 waiters: 0,
+                closing: false,
             }),
             freed: Condvar::new(),
+            demand: Condvar::new(),
+            min_idle,
             max,
             wait,
         }
@@ -60,6 +68,9 @@ impl Pool {
         let mut state = self.lock();
         loop {
             if let Some((_, session)) = state.idle.pop() {
+                if state.idle.len() < self.min_idle {
+                    self.demand.notify_one();
+                }
                 return Ok(Slot {
                     pool: self,
                     session: Some(session),
@@ -92,6 +103,36 @@ impl Pool {
                 .0;
             state.waiters -= 1;
         }
+    }
+
+    /// For the min-idle keeper: waits until fewer than `min_idle` sessions are idle, or at
+    /// most `timeout`. `false` once the handle is closing.
+    pub fn wait_for_demand(&self, timeout: Duration) -> bool {
+        let state = self.lock();
+        let (state, _) = self
+            .demand
+            .wait_timeout_while(state, timeout, |s| {
+                !s.closing && s.idle.len() >= self.min_idle
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        !state.closing
+    }
+
+    /// For the min-idle keeper: waits `pause`, or less if the handle starts closing.
+    /// `false` once the handle is closing.
+    pub fn pause(&self, pause: Duration) -> bool {
+        let state = self.lock();
+        let (state, _) = self
+            .demand
+            .wait_timeout_while(state, pause, |s| !s.closing)
+            .unwrap_or_else(|p| p.into_inner());
+        !state.closing
+    }
+
+    /// Stops the min-idle keeper at its next wait.
+    pub fn close(&self) {
+        self.lock().closing = true;
+        self.demand.notify_all();
     }
 
     /// Room for one more connection if there is some, without waiting (for `pool.min-idle`).
