@@ -29,7 +29,7 @@ fn serve(conn: TcpStream, delay: Duration) -> std::io::Result<()> {
     conn.set_nodelay(true)?;
     let mut out = conn.try_clone()?;
     let mut lines = BufReader::new(conn);
-    std::thread::sleep(delay);
+    pause(delay);
     out.write_all(b"220 peer ESMTP ready\r\n")?;
     let mut line = String::new();
     loop {
@@ -42,7 +42,7 @@ fn serve(conn: TcpStream, delay: Duration) -> std::io::Result<()> {
             .next()
             .unwrap_or("")
             .to_ascii_uppercase();
-        std::thread::sleep(delay);
+        pause(delay);
         let reply: &[u8] = match verb.as_str() {
             "LHLO" | "EHLO" => b"250-peer\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
             "MAIL" => b"250 2.1.0 Ok\r\n",
@@ -55,5 +55,11 @@ fn serve(conn: TcpStream, delay: Duration) -> std::io::Result<()> {
             _ => b"500 5.5.1 Unknown command\r\n",
         };
         out.write_all(reply)?;
+    }
+}
+
+fn pause(delay: Duration) {
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
     }
 }

@@ -89,6 +89,23 @@ pub struct Outcome {
     /// Calls that took more than 20 ms (the Postfix TLS 1.3 stall is ~40 ms).
     pub slow: u64,
     pub first_error: String,
+    pub hist: Histogram,
+}
+
+impl Outcome {
+    /// Adds another run of the same work (interleaved runs of two competitors).
+    pub fn merge(&mut self, other: Outcome) {
+        self.hist.merge(&other.hist);
+        self.calls = self.hist.total;
+        self.wall += other.wall;
+        self.errors += other.errors;
+        self.slow += other.slow;
+        if self.first_error.is_empty() {
+            self.first_error = other.first_error;
+        }
+        self.p50_ns = self.hist.quantile(0.5);
+        self.p99_ns = self.hist.quantile(0.99);
+    }
 }
 
 /// Runs `call` on `threads` threads for `duration` (or until `max_calls` per thread), after
@@ -99,6 +116,22 @@ pub fn run<S, Setup, Call>(
     threads: usize,
     duration: Duration,
     max_calls: u64,
+    setup: Setup,
+    call: Call,
+) -> Outcome
+where
+    Setup: Fn(usize) -> S + Sync,
+    Call: Fn(&mut S) -> Result<(), String> + Sync,
+{
+    run_paced(threads, duration, max_calls, Duration::ZERO, setup, call)
+}
+
+/// As [`run`], with an untimed pause of `pace` after every call (sparse traffic).
+pub fn run_paced<S, Setup, Call>(
+    threads: usize,
+    duration: Duration,
+    max_calls: u64,
+    pace: Duration,
     setup: Setup,
     call: Call,
 ) -> Outcome
@@ -139,6 +172,9 @@ where
                             if t1 >= end_at || n >= max_calls {
                                 break;
                             }
+                            if !pace.is_zero() {
+                                std::thread::sleep(pace);
+                            }
                         }
                         drop(state);
                         (hist, errors, Instant::now())
@@ -168,6 +204,7 @@ where
         errors,
         slow,
         first_error: first_error.into_inner().unwrap(),
+        hist,
     }
 }
 
@@ -185,13 +222,19 @@ pub fn proc_status_kib(key: &str) -> u64 {
 /// Shared, so the orchestrator and the children agree on the one-line result format:
 /// `RESULT calls wall_s p50_ns p99_ns errors hwm_kib slow first-error...`
 pub fn result_line(o: &Outcome) -> String {
+    result_line_named(o, "")
+}
+
+/// The same, for one of several results of one child: `RESULT:name ...`.
+pub fn result_line_named(o: &Outcome, name: &str) -> String {
     let err = if o.first_error.is_empty() {
         String::from("-")
     } else {
         o.first_error.replace(['\n', '\r', '\t'], " ")
     };
     format!(
-        "RESULT {} {:.6} {} {} {} {} {} {}",
+        "RESULT{}{} {:.6} {} {} {} {} {} {}",
+        if name.is_empty() { " ".to_string() } else { format!(":{name} ") },
         o.calls,
         o.wall.as_secs_f64(),
         o.p50_ns,
