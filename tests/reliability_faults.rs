@@ -9,9 +9,7 @@
 
 mod peer;
 
-use peer::{
-    ca_file_line, server_config, CDirectory, Conn, Peer, PeerError, PeerResult, Validity,
-};
+use peer::{ca_file_line, server_config, CDirectory, Conn, Peer, PeerError, PeerResult, Validity};
 use remote_directory::ffi::{self, directory_result, directory_result::*};
 use rustls::ServerConfig;
 use std::ffi::CStr;
@@ -76,8 +74,12 @@ struct Outcome {
 impl Outcome {
     /// The last error, which must be valid UTF-8 without control characters.
     fn message(&self) -> String {
-        let text = std::str::from_utf8(&self.raw_message)
-            .unwrap_or_else(|e| panic!("{}: last error is not UTF-8 ({e}): {:?}", self.name, self.raw_message));
+        let text = std::str::from_utf8(&self.raw_message).unwrap_or_else(|e| {
+            panic!(
+                "{}: last error is not UTF-8 ({e}): {:?}",
+                self.name, self.raw_message
+            )
+        });
         assert!(
             !text.chars().any(|c| c.is_control() && c != '\t'),
             "{}: control character in the last error {text:?}",
@@ -166,12 +168,7 @@ fn assert_temporary(outcomes: &[Outcome], within: Duration) {
     let mut failures = Vec::new();
     for o in outcomes {
         let message = o.message();
-        eprintln!(
-            "{:<44} {:>6} ms  {}",
-            o.name,
-            o.took.as_millis(),
-            message
-        );
+        eprintln!("{:<44} {:>6} ms  {}", o.name, o.took.as_millis(), message);
         if o.result != DIRECTORY_RESULT_TEMPORARY {
             failures.push(format!(
                 "{}: {:?} instead of TEMPORARY: {message}",
@@ -188,7 +185,10 @@ fn assert_temporary(outcomes: &[Outcome], within: Duration) {
             failures.push(format!("{}: a peer connection outlived the handle", o.name));
         }
         if !o.peer_errors.is_empty() {
-            failures.push(format!("{}: peer script errors {:?}", o.name, o.peer_errors));
+            failures.push(format!(
+                "{}: peer script errors {:?}",
+                o.name, o.peer_errors
+            ));
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
@@ -297,12 +297,18 @@ fn server_stopping_mid_reply_or_after_its_greeting_is_temporary_never_rejected()
             c.close();
             Ok(())
         }),
-        case("imap: closed instead of auth reply", "imap", Op::Auth, &[], |c| {
-            c.send(IMAP_CAPS)?;
-            c.expect_imap("AUTHENTICATE")?;
-            c.close();
-            Ok(())
-        }),
+        case(
+            "imap: closed instead of auth reply",
+            "imap",
+            Op::Auth,
+            &[],
+            |c| {
+                c.send(IMAP_CAPS)?;
+                c.expect_imap("AUTHENTICATE")?;
+                c.close();
+                Ok(())
+            },
+        ),
         case(
             "imap: untagged lines then closed",
             "imap",
@@ -321,11 +327,17 @@ fn server_stopping_mid_reply_or_after_its_greeting_is_temporary_never_rejected()
             c.close();
             Ok(())
         }),
-        case("smtp: multi-line greeting cut", "smtp", Op::Rcpt, &[], |c| {
-            c.send_raw(b"220-mx.example.org\r\n220-more\r\n")?;
-            c.close();
-            Ok(())
-        }),
+        case(
+            "smtp: multi-line greeting cut",
+            "smtp",
+            Op::Rcpt,
+            &[],
+            |c| {
+                c.send_raw(b"220-mx.example.org\r\n220-more\r\n")?;
+                c.close();
+                Ok(())
+            },
+        ),
         case("smtp: closed after greeting", "smtp", Op::Rcpt, &[], |c| {
             c.send("220 mx.example.org ESMTP")?;
             c.close();
@@ -343,13 +355,19 @@ fn server_stopping_mid_reply_or_after_its_greeting_is_temporary_never_rejected()
             c.close();
             Ok(())
         }),
-        case("smtp: 535 cut before CRLF", "smtp", Op::Auth, &[], move |c| {
-            smtp_hello(c, &["AUTH PLAIN"])?;
-            c.expect("AUTH PLAIN")?;
-            c.send_raw(b"535 5.7.8 Error: authentication failed")?;
-            c.close();
-            Ok(())
-        }),
+        case(
+            "smtp: 535 cut before CRLF",
+            "smtp",
+            Op::Auth,
+            &[],
+            move |c| {
+                smtp_hello(c, &["AUTH PLAIN"])?;
+                c.expect("AUTH PLAIN")?;
+                c.send_raw(b"535 5.7.8 Error: authentication failed")?;
+                c.close();
+                Ok(())
+            },
+        ),
         case(
             "smtp: multi-line 535 cut",
             "smtp",
@@ -564,20 +582,32 @@ fn a_stall_at_every_step_is_temporary_within_the_timeout() {
             c.expect_imap("STARTTLS")?;
             c.stall(STALL)
         }),
-        case("imap: TLS handshake after STARTTLS", "imap", Op::Auth, &t, |c| {
-            c.send("* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready")?;
-            let (tag, _) = c.expect_imap("STARTTLS")?;
-            c.send(&format!("{tag} OK Begin TLS negotiation now."))?;
-            c.stall(STALL)
-        }),
-        case("imap: CAPABILITY reply after TLS", "imap", Op::Auth, &t, |c| {
-            c.send("* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready")?;
-            let (tag, _) = c.expect_imap("STARTTLS")?;
-            c.send(&format!("{tag} OK Begin TLS negotiation now."))?;
-            c.start_tls()?;
-            c.expect_imap("CAPABILITY")?;
-            c.stall(STALL)
-        }),
+        case(
+            "imap: TLS handshake after STARTTLS",
+            "imap",
+            Op::Auth,
+            &t,
+            |c| {
+                c.send("* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready")?;
+                let (tag, _) = c.expect_imap("STARTTLS")?;
+                c.send(&format!("{tag} OK Begin TLS negotiation now."))?;
+                c.stall(STALL)
+            },
+        ),
+        case(
+            "imap: CAPABILITY reply after TLS",
+            "imap",
+            Op::Auth,
+            &t,
+            |c| {
+                c.send("* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready")?;
+                let (tag, _) = c.expect_imap("STARTTLS")?;
+                c.send(&format!("{tag} OK Begin TLS negotiation now."))?;
+                c.start_tls()?;
+                c.expect_imap("CAPABILITY")?;
+                c.stall(STALL)
+            },
+        ),
         case("imap: auth reply (TLS)", "imap", Op::Auth, &t, |c| {
             imap_to_tls(c)?;
             c.expect_imap("AUTHENTICATE PLAIN")?;
@@ -618,14 +648,20 @@ fn a_stall_at_every_step_is_temporary_within_the_timeout() {
             c.expect("STARTTLS")?;
             c.stall(STALL)
         }),
-        case("smtp: TLS handshake after STARTTLS", "smtp", Op::Auth, &t, |c| {
-            c.send("220 mx.example.org ESMTP")?;
-            c.expect("EHLO")?;
-            c.send_lines(&["250-mx.example.org", "250 STARTTLS"])?;
-            c.expect("STARTTLS")?;
-            c.send("220 2.0.0 Ready to start TLS")?;
-            c.stall(STALL)
-        }),
+        case(
+            "smtp: TLS handshake after STARTTLS",
+            "smtp",
+            Op::Auth,
+            &t,
+            |c| {
+                c.send("220 mx.example.org ESMTP")?;
+                c.expect("EHLO")?;
+                c.send_lines(&["250-mx.example.org", "250 STARTTLS"])?;
+                c.expect("STARTTLS")?;
+                c.send("220 2.0.0 Ready to start TLS")?;
+                c.stall(STALL)
+            },
+        ),
         case("smtp: EHLO reply after TLS", "smtp", Op::Auth, &t, |c| {
             c.send("220 mx.example.org ESMTP")?;
             c.expect("EHLO")?;
@@ -641,16 +677,28 @@ fn a_stall_at_every_step_is_temporary_within_the_timeout() {
             c.expect("AUTH PLAIN")?;
             c.stall(STALL)
         }),
-        case("smtp: AUTH LOGIN challenge (TLS)", "smtp", Op::Auth, &t, |c| {
-            smtp_to_tls(c, &["AUTH LOGIN"])?;
-            c.expect("AUTH LOGIN")?;
-            c.stall(STALL)
-        }),
-        case("smtp: MAIL reply (no pipelining)", "smtp", Op::Rcpt, &t, |c| {
-            smtp_to_tls(c, &["8BITMIME"])?;
-            c.expect("MAIL FROM")?;
-            c.stall(STALL)
-        }),
+        case(
+            "smtp: AUTH LOGIN challenge (TLS)",
+            "smtp",
+            Op::Auth,
+            &t,
+            |c| {
+                smtp_to_tls(c, &["AUTH LOGIN"])?;
+                c.expect("AUTH LOGIN")?;
+                c.stall(STALL)
+            },
+        ),
+        case(
+            "smtp: MAIL reply (no pipelining)",
+            "smtp",
+            Op::Rcpt,
+            &t,
+            |c| {
+                smtp_to_tls(c, &["8BITMIME"])?;
+                c.expect("MAIL FROM")?;
+                c.stall(STALL)
+            },
+        ),
         case("smtp: RCPT reply (TLS)", "smtp", Op::Rcpt, &t, |c| {
             smtp_to_tls(c, &["PIPELINING"])?;
             c.expect("MAIL FROM")?;
@@ -721,47 +769,85 @@ fn a_stall_on_a_reused_connection_is_bounded_by_the_new_calls_deadline() {
 fn a_slow_drip_is_cut_by_the_call_deadline_not_only_per_read() {
     let t2 = ["timeout = \"2s\""];
     let cases = vec![
-        case("imap: greeting, 1 byte / 250 ms", "imap", Op::Auth, &t2, |c| {
-            drip(
-                c,
-                b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] Dovecot ready.\r\n",
-                Duration::from_millis(250),
-            )?;
-            c.stall(STALL)
-        }),
-        case("smtp: greeting, 1 byte / 1000 ms", "smtp", Op::Rcpt, &t2, |c| {
-            // Each byte comes well within any per-read timeout of 2 s.
-            drip(c, b"220 mx.example.org ESMTP\r\n", Duration::from_millis(1000))?;
-            c.stall(STALL)
-        }),
-        case("smtp: EHLO lines, 1 line / 400 ms", "smtp", Op::Rcpt, &t2, |c| {
-            c.send("220 mx.example.org ESMTP")?;
-            c.expect("EHLO")?;
-            for i in 0..100 {
-                c.send(&format!("250-X-KEYWORD-{i}"))?;
-                c.pause(Duration::from_millis(400))?;
-            }
-            c.stall(STALL)
-        }),
-        case("imap: untagged lines, 1 / 300 ms", "imap", Op::Auth, &t2, |c| {
-            c.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready")?;
-            c.expect_imap("AUTHENTICATE")?;
-            for _ in 0..100 {
-                c.send("* OK still thinking")?;
-                c.pause(Duration::from_millis(300))?;
-            }
-            c.stall(STALL)
-        }),
-        case("lmtp: RCPT reply, 1 byte / 200 ms", "lmtp", Op::Rcpt, &t2, |c| {
-            c.send("220 mx.example.org LMTP")?;
-            c.expect("LHLO")?;
-            c.send("250 mx.example.org")?;
-            c.expect("MAIL FROM")?;
-            c.send("250 2.1.0 OK")?;
-            c.expect("RCPT TO")?;
-            drip(c, b"250 2.1.5 OK, after a long think\r\n", Duration::from_millis(200))?;
-            c.stall(STALL)
-        }),
+        case(
+            "imap: greeting, 1 byte / 250 ms",
+            "imap",
+            Op::Auth,
+            &t2,
+            |c| {
+                drip(
+                    c,
+                    b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] Dovecot ready.\r\n",
+                    Duration::from_millis(250),
+                )?;
+                c.stall(STALL)
+            },
+        ),
+        case(
+            "smtp: greeting, 1 byte / 1000 ms",
+            "smtp",
+            Op::Rcpt,
+            &t2,
+            |c| {
+                // Each byte comes well within any per-read timeout of 2 s.
+                drip(
+                    c,
+                    b"220 mx.example.org ESMTP\r\n",
+                    Duration::from_millis(1000),
+                )?;
+                c.stall(STALL)
+            },
+        ),
+        case(
+            "smtp: EHLO lines, 1 line / 400 ms",
+            "smtp",
+            Op::Rcpt,
+            &t2,
+            |c| {
+                c.send("220 mx.example.org ESMTP")?;
+                c.expect("EHLO")?;
+                for i in 0..100 {
+                    c.send(&format!("250-X-KEYWORD-{i}"))?;
+                    c.pause(Duration::from_millis(400))?;
+                }
+                c.stall(STALL)
+            },
+        ),
+        case(
+            "imap: untagged lines, 1 / 300 ms",
+            "imap",
+            Op::Auth,
+            &t2,
+            |c| {
+                c.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready")?;
+                c.expect_imap("AUTHENTICATE")?;
+                for _ in 0..100 {
+                    c.send("* OK still thinking")?;
+                    c.pause(Duration::from_millis(300))?;
+                }
+                c.stall(STALL)
+            },
+        ),
+        case(
+            "lmtp: RCPT reply, 1 byte / 200 ms",
+            "lmtp",
+            Op::Rcpt,
+            &t2,
+            |c| {
+                c.send("220 mx.example.org LMTP")?;
+                c.expect("LHLO")?;
+                c.send("250 mx.example.org")?;
+                c.expect("MAIL FROM")?;
+                c.send("250 2.1.0 OK")?;
+                c.expect("RCPT TO")?;
+                drip(
+                    c,
+                    b"250 2.1.5 OK, after a long think\r\n",
+                    Duration::from_millis(200),
+                )?;
+                c.stall(STALL)
+            },
+        ),
         case(
             "smtp: every step 700 ms (3 steps > 2 s)",
             "smtp",
@@ -802,21 +888,39 @@ fn a_slow_drip_is_cut_by_the_call_deadline_not_only_per_read() {
 #[test]
 fn invalid_utf8_nul_and_escapes_in_replies_leave_a_clean_c_string() {
     let cases = vec![
-        case("imap: NUL and 0xff in the greeting", "imap", Op::Auth, &[], |c| {
-            c.send_raw(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] \xff\xfe\0\x1b[2J\x07 ready\r\n")?;
-            let (tag, _) = c.expect_imap("AUTHENTICATE")?;
-            c.send_raw(format!("{tag} NO [UNAVAILABLE] \u{0}").as_bytes())?;
-            c.send_raw(b"\xc3\x28\xa0\xa1 \x1b]0;owned\x07 bad\rtext\r\n")?;
-            c.expect_imap("LOGOUT").map(|_| ())
-        }),
-        case("imap: binary garbage greeting", "imap", Op::Auth, &[], |c| {
-            c.send_raw(b"\0\0\0\xff\xfe\x00garbage\x1b[31m\r\n")?;
-            c.stall(STALL)
-        }),
-        case("smtp: binary garbage greeting", "smtp", Op::Rcpt, &[], |c| {
-            c.send_raw(b"\xff\xfe\0\0 220 hello\x1b[0m\r\n")?;
-            c.stall(STALL)
-        }),
+        case(
+            "imap: NUL and 0xff in the greeting",
+            "imap",
+            Op::Auth,
+            &[],
+            |c| {
+                c.send_raw(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] \xff\xfe\0\x1b[2J\x07 ready\r\n")?;
+                let (tag, _) = c.expect_imap("AUTHENTICATE")?;
+                c.send_raw(format!("{tag} NO [UNAVAILABLE] \u{0}").as_bytes())?;
+                c.send_raw(b"\xc3\x28\xa0\xa1 \x1b]0;owned\x07 bad\rtext\r\n")?;
+                c.expect_imap("LOGOUT").map(|_| ())
+            },
+        ),
+        case(
+            "imap: binary garbage greeting",
+            "imap",
+            Op::Auth,
+            &[],
+            |c| {
+                c.send_raw(b"\0\0\0\xff\xfe\x00garbage\x1b[31m\r\n")?;
+                c.stall(STALL)
+            },
+        ),
+        case(
+            "smtp: binary garbage greeting",
+            "smtp",
+            Op::Rcpt,
+            &[],
+            |c| {
+                c.send_raw(b"\xff\xfe\0\0 220 hello\x1b[0m\r\n")?;
+                c.stall(STALL)
+            },
+        ),
         case("smtp: NUL in the EHLO reply", "smtp", Op::Rcpt, &[], |c| {
             c.send("220 mx.example.org ESMTP")?;
             c.expect("EHLO")?;
@@ -825,14 +929,20 @@ fn invalid_utf8_nul_and_escapes_in_replies_leave_a_clean_c_string() {
             c.send_raw(b"451 4.3.0 \xff\xfe\0 try \x1b[5mlater\r\n")?;
             c.stall(STALL)
         }),
-        case("smtp: 454 with bad bytes to AUTH", "smtp", Op::Auth, &[], |c| {
-            c.send("220 mx.example.org ESMTP")?;
-            c.expect("EHLO")?;
-            c.send_lines(&["250-mx.example.org", "250 AUTH PLAIN"])?;
-            c.expect("AUTH PLAIN")?;
-            c.send_raw(b"454-4.7.0 \xe2\x28\xa1\0\r\n454 4.7.0 \x7f\x1b[H\r\n")?;
-            c.stall(STALL)
-        }),
+        case(
+            "smtp: 454 with bad bytes to AUTH",
+            "smtp",
+            Op::Auth,
+            &[],
+            |c| {
+                c.send("220 mx.example.org ESMTP")?;
+                c.expect("EHLO")?;
+                c.send_lines(&["250-mx.example.org", "250 AUTH PLAIN"])?;
+                c.expect("AUTH PLAIN")?;
+                c.send_raw(b"454-4.7.0 \xe2\x28\xa1\0\r\n454 4.7.0 \x7f\x1b[H\r\n")?;
+                c.stall(STALL)
+            },
+        ),
     ];
     let outcomes = run_all(cases);
     assert_temporary(&outcomes, Duration::from_secs(5) + MARGIN);
@@ -841,9 +951,7 @@ fn invalid_utf8_nul_and_escapes_in_replies_leave_a_clean_c_string() {
         case("imap: NO with bad bytes", "imap", Op::Auth, &[], |c| {
             c.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready")?;
             let (tag, _) = c.expect_imap("AUTHENTICATE")?;
-            c.send_raw(
-                format!("{tag} NO [AUTHENTICATIONFAILED] \u{0}\u{1b}[31m").as_bytes(),
-            )?;
+            c.send_raw(format!("{tag} NO [AUTHENTICATIONFAILED] \u{0}\u{1b}[31m").as_bytes())?;
             c.send_raw(b" \xff\xfe\xc0\xaf fail\r\n")?;
             c.stall(STALL)
         }),
@@ -887,7 +995,9 @@ fn smtp_serve_after_tls(c: &mut Conn) -> PeerResult {
             .unwrap_or_default()
             .to_ascii_uppercase();
         match verb.as_str() {
-            "EHLO" | "LHLO" => c.send_lines(&["250-mx.example.org", "250-PIPELINING", "250 AUTH PLAIN"])?,
+            "EHLO" | "LHLO" => {
+                c.send_lines(&["250-mx.example.org", "250-PIPELINING", "250 AUTH PLAIN"])?
+            }
             "AUTH" => c.send("235 2.7.0 Authentication successful")?,
             "QUIT" => return c.send("221 2.0.0 Bye"),
             _ => c.send("250 2.0.0 Ok")?,

@@ -17,7 +17,9 @@ fuzz_target!(|data: &[u8]| {
                 assert!(settings.port > 0);
                 assert!(settings.max_connections >= 1);
                 assert!(settings.max_rcpts >= 1 && settings.max_auth_errors >= 1);
-                assert!(!settings.timeout.is_zero() && settings.timeout <= Duration::from_secs(86_400));
+                assert!(
+                    !settings.timeout.is_zero() && settings.timeout <= Duration::from_secs(86_400)
+                );
                 assert!(settings.wait_timeout <= Duration::from_secs(86_400));
                 assert!(!settings.host.is_empty());
                 for d in &settings.domains {

@@ -991,6 +991,11 @@ impl ImapServer {
     pub fn start(self) -> Peer {
         Peer::start(move |c| client_gone_is_fine(run_imap(&self, c)))
     }
+
+    /// As [`ImapServer::start`], on a listener the test made.
+    pub fn start_on(self, listener: TcpListener) -> Peer {
+        Peer::start_on(listener, move |c| client_gone_is_fine(run_imap(&self, c)))
+    }
 }
 
 /// `{n}` or `{n+}` at the end of a line: (n, non-synchronizing).
@@ -1302,6 +1307,11 @@ impl SmtpServer {
 
     pub fn start(self) -> Peer {
         Peer::start(move |c| client_gone_is_fine(run_smtp(&self, c)))
+    }
+
+    /// As [`SmtpServer::start`], on a listener the test made.
+    pub fn start_on(self, listener: TcpListener) -> Peer {
+        Peer::start_on(listener, move |c| client_gone_is_fine(run_smtp(&self, c)))
     }
 }
 
