@@ -107,16 +107,32 @@ const MAX_CACHE_ENTRIES: i64 = 10_000_000;
 /// Reads `path` and selects directory `name` (or the only one when `name` is `None`).
 pub fn load_file(path: &Path, name: Option<&str>) -> Result<Settings> {
     let origin = path.display().to_string();
-    let meta = std::fs::metadata(path)
-        .map_err(|e| Error::config(format!("{origin}: cannot read configuration: {e}")))?;
-    if meta.len() > MAX_FILE_SIZE {
-        return Err(Error::config(format!(
-            "{origin}: configuration file is larger than {MAX_FILE_SIZE} bytes"
-        )));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::config(format!("{origin}: cannot read configuration: {e}")))?;
+    let bytes = read_regular_file(path, MAX_FILE_SIZE)
+        .map_err(|msg| Error::config(format!("{origin}: cannot read configuration: {msg}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Error::config(format!(
+            "{origin}: cannot read configuration: not UTF-8 text"
+        ))
+    })?;
     load(&text, name, &origin, path.parent())
+}
+
+/// Reads a regular file of at most `max` bytes. A FIFO, a device such as /dev/zero or a
+/// directory is refused before it is opened: reading one could block or never end.
+pub(crate) fn read_regular_file(path: &Path, max: u64) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max {
+        return Err(format!("larger than {max} bytes"));
+    }
+    Ok(bytes)
 }
 
 /// Parses TOML text given directly; relative `tls.ca-file` paths are taken as they are.

@@ -115,6 +115,12 @@ impl Error {
         self
     }
 
+    /// The same error with every wire form of a credential cut out of its text.
+    pub(crate) fn redacted(mut self, redactor: &crate::secret::Redactor) -> Self {
+        self.detail = redactor.apply(&self.detail);
+        self
+    }
+
     /// The same answer, marked as coming from the cache.
     pub(crate) fn cached(mut self) -> Self {
         self.detail.push_str(" (cached)");

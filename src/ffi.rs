@@ -73,9 +73,17 @@ thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
+/// Longest message kept for `directory_last_error`, in characters: a server's line can be
+/// 8 KiB, a C caller's log line should not be. Cut after redaction, never before it.
+const MAX_LAST_ERROR: usize = 1024;
+
 fn set_last_error(message: &str) {
+    let mut text: String = message.chars().take(MAX_LAST_ERROR).collect();
+    if text.len() < message.len() {
+        text.push_str("...");
+    }
     // Messages are made printable upstream; a stray NUL must still not lose the message.
-    let c = CString::new(message.replace('\0', "\u{fffd}")).unwrap_or_default();
+    let c = CString::new(text.replace('\0', "\u{fffd}")).unwrap_or_default();
     LAST_ERROR.with(|e| *e.borrow_mut() = c);
 }
 
@@ -344,6 +352,16 @@ mod tests {
             .to_str()
             .unwrap();
         assert!(msg.contains("panic was contained"), "{msg}");
+    }
+
+    #[test]
+    fn long_messages_are_cut_for_c() {
+        set_last_error(&"x".repeat(9000));
+        let msg = unsafe { CStr::from_ptr(directory_last_error()) }
+            .to_str()
+            .unwrap();
+        assert_eq!(msg.len(), MAX_LAST_ERROR + 3);
+        assert!(msg.ends_with("..."));
     }
 
     #[test]

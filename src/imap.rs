@@ -6,15 +6,16 @@
 use crate::config::Settings;
 use crate::error::{printable, Error, Kind, Result};
 use crate::net::{Connection, Transport};
-use crate::secret::{base64_secret, sasl_plain};
+use crate::secret::{base64_secret, sasl_plain, Redactor};
 use std::time::Instant;
 use zeroize::Zeroizing;
 
 /// Untagged lines tolerated before one tagged reply; the deadline bounds time, this bounds
 /// a server that streams lines forever.
 const MAX_UNTAGGED: usize = 1000;
-/// Largest literal we skip inside an untagged line.
-const MAX_SKIPPED_LITERAL: usize = 64 * 1024;
+/// Most literal bytes skipped in untagged lines while waiting for one tagged reply: real
+/// servers send none before a login's reply.
+const MAX_SKIPPED_LITERALS: usize = 1 << 20;
 
 /// One server line, classified.
 #[derive(Debug, PartialEq, Eq)]
@@ -202,10 +203,20 @@ enum ImapString {
     Literal(Zeroizing<Vec<u8>>),
 }
 
+impl ImapString {
+    fn len(&self) -> usize {
+        match self {
+            ImapString::Quoted(b) | ImapString::Literal(b) => b.len(),
+        }
+    }
+}
+
 fn imap_string(s: &str) -> ImapString {
     // RFC 3501 quoted strings are 7-bit text; anything else travels as a literal.
     if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        let mut q = Zeroizing::new(Vec::with_capacity(s.len() + 2));
+        // Sized exactly: a reallocation would leave an unwiped copy behind.
+        let escapes = s.bytes().filter(|&b| b == b'"' || b == b'\\').count();
+        let mut q = Zeroizing::new(Vec::with_capacity(s.len() + escapes + 2));
         q.push(b'"');
         for b in s.bytes() {
             if b == b'"' || b == b'\\' {
@@ -247,8 +258,11 @@ impl ImapSession {
     }
 
     fn start(&mut self, settings: &Settings, tls: &Transport) -> Result<()> {
-        let greeting =
-            parse_greeting(self.conn.read_line()?).map_err(|e| e.with_command("greeting"))?;
+        let line = self
+            .conn
+            .read_line()
+            .map_err(|e| e.with_command("greeting"))?;
+        let greeting = parse_greeting(line).map_err(|e| e.with_command("greeting"))?;
         let caps = match greeting {
             Greeting::Ok(caps) => caps,
             Greeting::Refused(text) => {
@@ -322,6 +336,7 @@ impl ImapSession {
         stop_at_continuation: bool,
     ) -> Result<Option<(Status, String)>> {
         let with = |e: Error| e.with_command(shown);
+        let mut skipped = 0usize;
         for _ in 0..MAX_UNTAGGED {
             let line = self.conn.read_line().map_err(with)?;
             let literal = trailing_literal(line);
@@ -353,9 +368,10 @@ impl ImapSession {
                         return Err(with(Error::new(Kind::Network, printable(line))));
                     }
                     if let Some(n) = literal {
-                        if n > MAX_SKIPPED_LITERAL {
+                        skipped = skipped.saturating_add(n);
+                        if skipped > MAX_SKIPPED_LITERALS {
                             return Err(with(Error::protocol(format!(
-                                "literal of {n} bytes in an untagged reply"
+                                "more than {MAX_SKIPPED_LITERALS} bytes of literals in untagged replies"
                             ))));
                         }
                         self.conn.skip(n).map_err(with)?;
@@ -373,8 +389,11 @@ impl ImapSession {
     /// Logs in with the best mechanism on offer. `Ok(())` is a successful login: the
     /// session is then authenticated (see [`ImapSession::unauthenticate`]).
     pub fn login(&mut self, user: &str, secret: &str) -> Result<()> {
-        self.try_login(user, secret)
-            .map_err(|e| e.with_server(&self.server))
+        let redactor = std::sync::Arc::new(Redactor::new(user, secret));
+        self.conn.set_redactor(Some(redactor.clone()));
+        let result = self.try_login(user, secret);
+        self.conn.set_redactor(None);
+        result.map_err(|e| e.redacted(&redactor).with_server(&self.server))
     }
 
     fn try_login(&mut self, user: &str, secret: &str) -> Result<()> {
@@ -479,8 +498,13 @@ impl ImapSession {
         literal_plus: bool,
     ) -> Result<(Status, String)> {
         let tag = self.tag();
-        let mut pending = Zeroizing::new(format!("{tag} LOGIN").into_bytes());
-        for arg in [imap_string(user), imap_string(secret)] {
+        let args = [imap_string(user), imap_string(secret)];
+        // Sized once for everything: a reallocation would leave an unwiped copy behind.
+        let capacity = tag.len() + 8 + args.iter().map(|a| a.len() + 16).sum::<usize>();
+        let mut pending = Zeroizing::new(Vec::with_capacity(capacity));
+        pending.extend_from_slice(tag.as_bytes());
+        pending.extend_from_slice(b" LOGIN");
+        for arg in args {
             pending.push(b' ');
             match arg {
                 ImapString::Quoted(q) => pending.extend_from_slice(&q),

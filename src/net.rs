@@ -130,9 +130,13 @@ fn ca_name(settings: &Settings) -> String {
         .unwrap_or_default()
 }
 
+/// A CA bundle larger than this is not one (the whole Mozilla bundle is about 200 KiB).
+const MAX_CA_FILE: u64 = 4 << 20;
+
 fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>> {
     let bad = |msg: String| Error::config(format!("tls.ca-file: {}: {msg}", path.display()));
-    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let bytes = crate::config::read_regular_file(path, MAX_CA_FILE)
+        .map_err(|e| bad(format!("cannot read: {e}")))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
@@ -266,6 +270,8 @@ pub struct Connection {
     deadline: Instant,
     peer: SocketAddr,
     trace: Option<Arc<Trace>>,
+    /// While credentials are being exchanged: what to cut from traced server lines.
+    redactor: Option<Arc<crate::secret::Redactor>>,
     /// Reads left that first set TCP_QUICKACK (a young TLS connection, see `handshake`).
     quickack_reads: u8,
     /// SO_RCVTIMEO / SO_SNDTIMEO as last set (None: unknown), so that a call does not pay
@@ -317,6 +323,7 @@ impl Connection {
                         deadline,
                         peer: addr,
                         trace: tls.trace.clone(),
+                        redactor: None,
                         quickack_reads: 0,
                         read_timeout: None,
                         write_timeout: None,
@@ -418,7 +425,15 @@ impl Connection {
                     line_end -= 1;
                 }
                 if let Some(trace) = &self.trace {
-                    trace.record(&self.peer, "S:", &self.buf[line_start..line_end]);
+                    let line = &self.buf[line_start..line_end];
+                    match &self.redactor {
+                        Some(r) => trace.record(
+                            &self.peer,
+                            "S:",
+                            r.apply(&crate::error::printable(line)).as_bytes(),
+                        ),
+                        None => trace.record(&self.peer, "S:", line),
+                    }
                 }
                 return Ok(&self.buf[line_start..line_end]);
             }
@@ -473,6 +488,11 @@ impl Connection {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),
             Err(e) => Err(Error::io("read", &e)),
         }
+    }
+
+    /// Cut these credentials out of traced server lines until `None` is set again.
+    pub fn set_redactor(&mut self, redactor: Option<Arc<crate::secret::Redactor>>) {
+        self.redactor = redactor;
     }
 
     /// Writes one whole command (one write, then flush).

@@ -5,7 +5,7 @@
 use crate::config::{Protocol, Settings};
 use crate::error::{printable, Error, Kind, Result};
 use crate::net::{Connection, Transport};
-use crate::secret::{base64_secret, sasl_plain};
+use crate::secret::{base64_secret, sasl_plain, Redactor};
 use std::fmt;
 use std::time::Instant;
 use zeroize::Zeroizing;
@@ -261,8 +261,11 @@ impl SmtpSession {
 
     /// AUTH PLAIN with an initial response, else AUTH LOGIN.
     pub fn login(&mut self, user: &str, secret: &str) -> Result<()> {
-        self.try_login(user, secret)
-            .map_err(|e| e.with_server(&self.server))
+        let redactor = std::sync::Arc::new(Redactor::new(user, secret));
+        self.conn.set_redactor(Some(redactor.clone()));
+        let result = self.try_login(user, secret);
+        self.conn.set_redactor(None);
+        result.map_err(|e| e.redacted(&redactor).with_server(&self.server))
     }
 
     fn try_login(&mut self, user: &str, secret: &str) -> Result<()> {
