@@ -39,7 +39,7 @@ tests/servers/servers.sh start "$servers" >/dev/null </dev/null 2>"$servers.star
 export RD_SERVERS_ENV="$servers/env"
 cat "$RD_SERVERS_ENV"
 
-step "Rust tests (unit, scripted peers, real servers, C API), rustls and native-tls"
+step "Rust tests (unit, scripted peers, real servers, C API, reliability), rustls and native-tls"
 cargo test --all-features
 
 step "C programs, PAM module, checkpassword, policy service (against an installed copy)"
