@@ -48,6 +48,16 @@ c-examples/build/example "$config" imap \
     rcpt alice@example.org OK \
     rcpt nosuchuser@example.org REJECTED
 echo
-echo "try the admin tool yourself while the servers run:"
-echo "  c-examples/build/directory-check -c $config -d imap -v auth alice@example.org"
-echo "(this script stops the servers when it ends)"
+echo "the administrator's tool, directory-check (exit status 0 OK, 1 REJECTED, 2 TEMPORARY, ...):"
+check() {
+    echo "\$ directory-check $*"
+    c-examples/build/directory-check -c "$config" "$@" && status=0 || status=$?
+    echo "  (exit status $status)"
+}
+printf 'alice-pass-1\n' | check -d imap -v auth alice@example.org
+printf 'not-her-password\n' | check -d imap -v auth alice@example.org
+check -d lmtp -v rcpt alice@example.org nosuchuser@example.org
+check -d lmtp domain example.org example.net
+echo
+echo "(the password is read from the terminal without echo, or from stdin as above;"
+echo " this script stops the servers when it ends)"
