@@ -6,7 +6,7 @@
 use crate::config::Settings;
 use crate::error::{printable, Error, Kind, Result};
 use crate::net::{Connection, Transport};
-use crate::secret::{base64_secret, sasl_plain, Redactor};
+use crate::secret::{base64_secret, sasl_plain};
 use std::time::Instant;
 use zeroize::Zeroizing;
 
@@ -239,7 +239,6 @@ pub struct ImapSession {
     /// Capabilities of the not-authenticated state, restored after UNAUTHENTICATE.
     pre_login_caps: Capabilities,
     next_tag: u32,
-    server: String,
 }
 
 impl ImapSession {
@@ -251,7 +250,6 @@ impl ImapSession {
             caps: Capabilities::default(),
             pre_login_caps: Capabilities::default(),
             next_tag: 0,
-            server: settings.server(),
         };
         session.start(settings, tls)?;
         Ok(session)
@@ -285,10 +283,6 @@ impl ImapSession {
             self.caps = self.capability()?;
         }
         Ok(())
-    }
-
-    pub fn set_deadline(&mut self, deadline: Instant) {
-        self.conn.set_deadline(deadline);
     }
 
     fn tag(&mut self) -> String {
@@ -386,20 +380,13 @@ impl ImapSession {
         ))))
     }
 
+    pub(crate) fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// Logs in with the best mechanism on offer. `Ok(())` is a successful login: the
     /// session is then authenticated (see [`ImapSession::unauthenticate`]).
     pub fn login(&mut self, user: &str, secret: &str) -> Result<()> {
-        let redactor = std::sync::Arc::new(Redactor::new(user, secret));
-        self.conn.set_redactor(Some(redactor.clone()));
-        let result = self.try_login(user, secret);
-        self.conn.set_redactor(None);
-        result.map_err(|e| e.redacted(&redactor).with_server(&self.server))
-    }
-
-    fn try_login(&mut self, user: &str, secret: &str) -> Result<()> {
-        if !self.conn.is_tls() && !self.conn.is_loopback() {
-            return Err(Error::cleartext());
-        }
         let caps = self.caps;
         // The login's reply may announce post-login capabilities: keep the ones in force
         // before it, for the next login after UNAUTHENTICATE.

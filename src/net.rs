@@ -491,7 +491,7 @@ impl Connection {
     }
 
     /// Cut these credentials out of traced server lines until `None` is set again.
-    pub fn set_redactor(&mut self, redactor: Option<Arc<crate::secret::Redactor>>) {
+    pub(crate) fn set_redactor(&mut self, redactor: Option<Arc<crate::secret::Redactor>>) {
         self.redactor = redactor;
     }
 

@@ -3,8 +3,10 @@
 use crate::config::{Protocol, Settings};
 use crate::error::{Error, Kind, Result};
 use crate::imap::ImapSession;
-use crate::net::Transport;
+use crate::net::{Connection, Transport};
+use crate::secret::Redactor;
 use crate::smtp::SmtpSession;
+use std::sync::Arc;
 use std::time::Instant;
 
 enum Link {
@@ -39,20 +41,37 @@ impl Session {
         })
     }
 
-    pub fn set_deadline(&mut self, deadline: Instant) {
+    fn connection(&mut self) -> &mut Connection {
         match &mut self.link {
-            Link::Imap(s) => s.set_deadline(deadline),
-            Link::Smtp(s) => s.set_deadline(deadline),
+            Link::Imap(s) => s.connection(),
+            Link::Smtp(s) => s.connection(),
         }
+    }
+
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.connection().set_deadline(deadline);
     }
 
     /// Checks a password. An authenticated connection is never reused, except through IMAP
     /// UNAUTHENTICATE, which returns it to the not-authenticated state.
     pub fn auth(mut self, settings: &Settings, user: &str, secret: &str) -> Outcome {
+        let conn = self.connection();
+        if !conn.is_tls() && !conn.is_loopback() {
+            // Nothing was sent: the connection is as good as before.
+            return (
+                Err(Error::cleartext().with_server(&settings.server())),
+                Some(self),
+            );
+        }
+        // Whatever the server sends back during the exchange may quote the credentials.
+        let redactor = Arc::new(Redactor::new(user, secret));
+        self.connection().set_redactor(Some(redactor.clone()));
         let result = match &mut self.link {
             Link::Imap(s) => s.login(user, secret),
             Link::Smtp(s) => s.login(user, secret),
         };
+        self.connection().set_redactor(None);
+        let result = result.map_err(|e| e.redacted(&redactor).with_server(&settings.server()));
         match result {
             Ok(()) => {
                 let reusable = match &mut self.link {
@@ -65,8 +84,6 @@ impl Session {
                 self.close();
                 (Ok(()), None)
             }
-            // Nothing was sent: the connection is as good as before.
-            Err(e) if e.kind() == Kind::Cleartext => (Err(e), Some(self)),
             Err(e) if e.kind().breaks_connection() || e.kind() == Kind::Network => (Err(e), None),
             Err(e) => {
                 // Servers ban clients after too many failures on one connection:
@@ -88,7 +105,8 @@ impl Session {
                 "rcpt is not possible on an IMAP directory",
             )),
             Link::Smtp(s) => s.rcpt(address),
-        };
+        }
+        .map_err(|e| e.with_server(&settings.server()));
         match result {
             Err(e) if e.kind().breaks_connection() || e.kind() == Kind::Network => (Err(e), None),
             result => {

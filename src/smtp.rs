@@ -5,7 +5,7 @@
 use crate::config::{Protocol, Settings};
 use crate::error::{printable, Error, Kind, Result};
 use crate::net::{Connection, Transport};
-use crate::secret::{base64_secret, sasl_plain, Redactor};
+use crate::secret::{base64_secret, sasl_plain};
 use std::fmt;
 use std::time::Instant;
 use zeroize::Zeroizing;
@@ -166,7 +166,6 @@ pub struct SmtpSession {
     parser: ReplyParser,
     /// `MAIL FROM:<>` accepted and no RSET since: probes are one RCPT each.
     in_transaction: bool,
-    server: String,
 }
 
 impl SmtpSession {
@@ -187,7 +186,6 @@ impl SmtpSession {
             helo_name,
             parser: ReplyParser::default(),
             in_transaction: false,
-            server: settings.server(),
         };
         session.start(settings, tls)?;
         Ok(session)
@@ -233,10 +231,6 @@ impl SmtpSession {
         Ok(())
     }
 
-    pub fn set_deadline(&mut self, deadline: Instant) {
-        self.conn.set_deadline(deadline);
-    }
-
     fn read_reply(&mut self) -> Result<Reply> {
         loop {
             let line = self.conn.read_line()?;
@@ -259,19 +253,12 @@ impl SmtpSession {
         self.read_reply().map_err(|e| e.with_command(shown))
     }
 
-    /// AUTH PLAIN with an initial response, else AUTH LOGIN.
-    pub fn login(&mut self, user: &str, secret: &str) -> Result<()> {
-        let redactor = std::sync::Arc::new(Redactor::new(user, secret));
-        self.conn.set_redactor(Some(redactor.clone()));
-        let result = self.try_login(user, secret);
-        self.conn.set_redactor(None);
-        result.map_err(|e| e.redacted(&redactor).with_server(&self.server))
+    pub(crate) fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
-    fn try_login(&mut self, user: &str, secret: &str) -> Result<()> {
-        if !self.conn.is_tls() && !self.conn.is_loopback() {
-            return Err(Error::cleartext());
-        }
+    /// AUTH PLAIN with an initial response, else AUTH LOGIN.
+    pub fn login(&mut self, user: &str, secret: &str) -> Result<()> {
         if self.in_transaction {
             // AUTH is not allowed inside a mail transaction.
             let reply = self.command(b"RSET\r\n", "RSET")?;
@@ -332,11 +319,6 @@ impl SmtpSession {
     /// One recipient probe: `RCPT TO` inside the open `MAIL FROM:<>` transaction (opened
     /// first when needed, pipelined with the RCPT when the server allows).
     pub fn rcpt(&mut self, address: &str) -> Result<()> {
-        self.try_rcpt(address)
-            .map_err(|e| e.with_server(&self.server))
-    }
-
-    fn try_rcpt(&mut self, address: &str) -> Result<()> {
         let mut out = Vec::with_capacity(address.len() + 40);
         let opening = !self.in_transaction;
         if opening {
