@@ -3,7 +3,7 @@
 #   make                      cargo build --release, then the C programs into c-examples/build/
 #   make install              PREFIX=/usr/local DESTDIR= (PAMDIR=$(LIBDIR)/security)
 #   make uninstall            same variables as install
-#   make test-c               c-examples/tests/run.sh (needs RD_SERVERS_ENV, see notes/CONVENTIONS.md)
+#   make test-c               c-examples/tests/run.sh (needs RD_SERVERS_ENV, see tests/servers/README.md)
 #   make clean                remove c-examples/build/ (`make distclean` also runs cargo clean)
 #
 # The programs in c-examples/build/ use the shared library from target/release (through an

@@ -5,7 +5,7 @@
  *
  * CONFIG defines [directory.imap] (for passwords) and [directory.lmtp] (for recipients),
  * e.g. against the real Dovecot of tests/servers/servers.sh; users as in
- * notes/CONVENTIONS.md. Each of THREADS threads runs ROUNDS rounds of: a right password, a
+ * tests/servers/README.md. Each of THREADS threads runs ROUNDS rounds of: a right password, a
  * recipient that exists, one that does not, a local and a foreign domain, and bad input;
  * every result and the thread's last error are checked (empty after OK, set after anything
  * else, never the password). Exit 0 when every answer was right.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Self-test of the servers started by tests/servers/servers.sh: proves that what the
-# library's tests rely on (notes/CONVENTIONS.md) really holds, using only Python's stdlib
+# library's tests rely on (tests/servers/README.md) really holds, using only Python's stdlib
 # (imaplib, smtplib, ssl) so a failure here points at the servers, not at our code.
 #
 #   tests/servers/check.sh DIR      (DIR as given to `servers.sh start`)

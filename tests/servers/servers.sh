@@ -10,7 +10,7 @@
 # /etc/dovecot, /etc/postfix, /run/dovecot or /var/spool/postfix is read for settings or
 # written, and nothing listens on any address but 127.0.0.1.
 #
-# Ports (notes/CONVENTIONS.md) are RD_PORT_BASE + fixed offsets; RD_PORT_BASE defaults to
+# Ports (tests/servers/README.md) are RD_PORT_BASE + fixed offsets; RD_PORT_BASE defaults to
 # 10000, which gives the conventional ports.  Set it (e.g. 20000) to run a second set:
 #   IMAP +143  IMAPS +993  LMTP +24  submission +587  submissions +465
 #   Postfix SMTP +25  Postfix SMTP with policy check +27  policy service +40 (not started)
@@ -22,7 +22,7 @@ set -euo pipefail
 
 PROG=servers.sh
 DOMAIN=example.org
-# The test users, exactly as in notes/CONVENTIONS.md.  Bob's password holds a double
+# The test users, exactly as in tests/servers/README.md.  Bob's password holds a double
 # quote, a backslash, a space and a non-ASCII letter (UTF-8) on purpose; single quotes
 # keep every byte as written.
 ALICE_PASS='alice-pass-1'
