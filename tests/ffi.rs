@@ -212,15 +212,19 @@ fn result_names_and_version() {
     assert_eq!(version, env!("CARGO_PKG_VERSION"));
 }
 
-/// target/<profile>/ of this test binary, where cargo put libremote_directory.so.
+/// The release shared library, as C programs link it; built here when the test command has
+/// not built it yet (`cargo test` alone builds no cdylib).
 fn shared_library() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let lib = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("libremote_directory.so");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = root.join("target/release/libremote_directory.so");
+    if !lib.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--release", "--lib"])
+            .current_dir(root)
+            .status()
+            .expect("run cargo build --release");
+        assert!(status.success(), "cargo build --release failed");
+    }
     assert!(lib.exists(), "{} not built", lib.display());
     lib
 }
