@@ -64,7 +64,10 @@ impl Directory {
             pool,
             cache,
         });
-        let keeper = (inner.settings.min_idle > 0).then(|| Keeper::start(inner.clone()));
+        let keeper = match inner.settings.min_idle {
+            0 => None,
+            _ => Some(Keeper::start(inner.clone())?),
+        };
         Ok(Directory { inner, keeper })
     }
 
@@ -210,12 +213,17 @@ struct Keeper {
 }
 
 impl Keeper {
-    fn start(inner: Arc<Inner>) -> Self {
+    fn start(inner: Arc<Inner>) -> Result<Self> {
         let thread = std::thread::Builder::new()
             .name("remote-directory-keeper".into())
             .spawn(move || keep_idle(&inner))
-            .expect("spawn the min-idle keeper thread");
-        Keeper { thread }
+            .map_err(|e| {
+                Error::new(
+                    Kind::Internal,
+                    format!("cannot start the pool.min-idle thread: {e}"),
+                )
+            })?;
+        Ok(Keeper { thread })
     }
 
     /// Stops the thread; waits for it, which is at most one connection attempt (`timeout`).
