@@ -317,8 +317,10 @@ impl ImapSession {
     /// Reads until the tagged reply for `tag`. Untagged CAPABILITY lines update the
     /// capabilities; `* BYE` means the server is closing.
     fn tagged_reply(&mut self, tag: &str, shown: &str) -> Result<(Status, String)> {
-        self.read_until_tagged(tag, shown, false)
-            .map(|r| r.expect("no continuation expected"))
+        // Without `stop_at_continuation` a continuation request is an error, never `None`.
+        self.read_until_tagged(tag, shown, false)?.ok_or_else(|| {
+            Error::new(Kind::Internal, "continuation request not handled").with_command(shown)
+        })
     }
 
     /// As `tagged_reply`, but a continuation request ends the wait with `None` when
