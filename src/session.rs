@@ -84,7 +84,7 @@ impl Session {
                 self.close();
                 (Ok(()), None)
             }
-            Err(e) if e.kind().breaks_connection() || e.kind() == Kind::Network => (Err(e), None),
+            Err(e) if e.kind().breaks_connection() => (Err(e), None),
             Err(e) => {
                 // Servers ban clients after too many failures on one connection:
                 // `limits.auth-errors` ends it first.
@@ -108,7 +108,7 @@ impl Session {
         }
         .map_err(|e| e.with_server(&settings.server()));
         match result {
-            Err(e) if e.kind().breaks_connection() || e.kind() == Kind::Network => (Err(e), None),
+            Err(e) if e.kind().breaks_connection() => (Err(e), None),
             result => {
                 self.rcpts += 1;
                 let keep = self.rcpts < settings.max_rcpts;
