@@ -4,6 +4,8 @@
  *   directory-check [-c FILE] [-d NAME] [-v] auth USER
  *   directory-check [-c FILE] [-d NAME] [-v] rcpt ADDRESS...
  *   directory-check [-c FILE] [-d NAME] [-v] domain DOMAIN...
+ *   directory-check [-c FILE] [-d NAME] --show-config
+ *   directory-check [-c FILE] --check-config
  *   directory-check --help
  *
  * The password for "auth" is read from the terminal with echo off, or from
@@ -13,8 +15,10 @@
  * addresses or domains it is the highest one.
  */
 #define _DEFAULT_SOURCE /* explicit_bzero, getopt, sigaction */
+#define _GNU_SOURCE     /* getopt_long (glibc; musl and the BSDs have it too) */
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,11 +39,18 @@ static void usage(FILE *out)
 "usage: directory-check [-c FILE] [-d NAME] [-v] auth USER\n"
 "       directory-check [-c FILE] [-d NAME] [-v] rcpt ADDRESS...\n"
 "       directory-check [-c FILE] [-d NAME] [-v] domain DOMAIN...\n"
+"       directory-check [-c FILE] [-d NAME] --show-config\n"
+"       directory-check [-c FILE] --check-config\n"
 "       directory-check --help\n"
 "\n"
 "Ask the remote directory configured in FILE whether a password is right\n"
 "(auth), whether recipients exist (rcpt) or whether domains are local (domain).\n"
 "\n"
+"  --show-config   print the effective configuration of directory NAME, or of\n"
+"                  every directory without -d: every key with the value in force,\n"
+"                  defaults filled in, secrets masked (exit 0, or 5 if invalid)\n"
+"  --check-config  check every directory of FILE, reporting each one, not only\n"
+"                  the first error (exit 0 when all are valid, else 5)\n"
 "  -c FILE   configuration file (default " DEFAULT_CONFIG ")\n"
 "  -d NAME   which [directory.NAME] to use (needed when FILE has several)\n"
 "  -v        also print the library's message for each answer\n"
@@ -183,6 +194,35 @@ static void print_visible(const char *s)
     }
 }
 
+/* --show-config and --check-config: read FILE, connect nowhere. */
+static int show_config(const char *config, const char *name)
+{
+    char *text = NULL;
+    directory_result r = directory_config_show(config, name, &text);
+    if (r != DIRECTORY_RESULT_OK) {
+        fprintf(stderr, "directory-check: %s: %s\n", directory_result_name(r),
+                directory_last_error());
+        return (int)r;
+    }
+    fputs(text, stdout);
+    directory_string_free(text);
+    return 0;
+}
+
+static int check_config(const char *config)
+{
+    char *report = NULL;
+    directory_result r = directory_config_check(config, &report);
+    if (report != NULL) {
+        fputs(report, stdout);
+        directory_string_free(report);
+    } else if (r != DIRECTORY_RESULT_OK) {
+        fprintf(stderr, "directory-check: %s: %s\n", directory_result_name(r),
+                directory_last_error());
+    }
+    return (int)r;
+}
+
 static void show(const char *subject, directory_result r, int verbose)
 {
     print_visible(subject);
@@ -196,7 +236,13 @@ static void show(const char *subject, directory_result r, int verbose)
 int main(int argc, char **argv)
 {
     const char *config = DEFAULT_CONFIG, *name = NULL, *command;
-    int verbose = 0, opt, i, worst = 0;
+    int verbose = 0, opt, i, worst = 0, mode = 0;
+    enum { SHOW_CONFIG = 1, CHECK_CONFIG = 2 };
+    static const struct option long_options[] = {
+        {"show-config", no_argument, NULL, SHOW_CONFIG},
+        {"check-config", no_argument, NULL, CHECK_CONFIG},
+        {NULL, 0, NULL, 0},
+    };
     directory *dir = NULL;
     directory_result r;
 
@@ -208,8 +254,14 @@ int main(int argc, char **argv)
     }
     opterr = 0;
     /* '+': options come before the command, so an argument may start with '-'. */
-    while ((opt = getopt(argc, argv, "+c:d:v")) != -1) {
+    while ((opt = getopt_long(argc, argv, "+c:d:v", long_options, NULL)) != -1) {
         switch (opt) {
+        case SHOW_CONFIG:
+        case CHECK_CONFIG:
+            if (mode != 0 && mode != opt)
+                return usage_error("--show-config and --check-config exclude each other");
+            mode = opt;
+            break;
         case 'c': config = optarg; break;
         case 'd': name = optarg; break;
         case 'v': verbose = 1; break;
@@ -219,11 +271,20 @@ int main(int argc, char **argv)
             char msg[64];
             if (optopt == 'c' || optopt == 'd')
                 snprintf(msg, sizeof msg, "option -%c needs an argument", optopt);
+            else if (optopt == 0)
+                snprintf(msg, sizeof msg, "unknown option %.40s", argv[optind - 1]);
             else
                 snprintf(msg, sizeof msg, "unknown option -%c", optopt);
             return usage_error(msg);
         }
         }
+    }
+    if (mode != 0) {
+        if (optind < argc)
+            return usage_error("--show-config and --check-config take no command");
+        if (mode == CHECK_CONFIG && name != NULL)
+            return usage_error("--check-config checks every directory; -d does not apply");
+        return mode == SHOW_CONFIG ? show_config(config, name) : check_config(config);
     }
     if (optind >= argc)
         return usage_error("missing command (auth, rcpt or domain)");

@@ -129,6 +129,40 @@ directory_result directory_rcpt(directory *dir, const char *address);
 directory_result directory_is_local_domain(const directory *dir, const char *domain);
 
 /*
+ The effective configuration of directory `name` of the TOML file at `config_path`, or of
+ every directory of it when `name` is NULL: the `[directory.<name>]` tables with every key
+ and the value in force (defaults filled in, the older key names replaced by the current
+ ones, secrets masked as `********`, keys without a value as comments). The text opens again
+ as the same configuration, secrets aside.
+
+ On `DIRECTORY_RESULT_OK`, `*out` receives a NUL-terminated string allocated by the library:
+ free it with `directory_string_free`, never with `free()`. On any other result `*out` is
+ left untouched: CONFIG when the file or any selected directory is invalid
+ (`directory_last_error()` lists every invalid directory, one per line), INVALID_INPUT for
+ a NULL `config_path` or `out`. No network traffic; thread-safe.
+ */
+directory_result directory_config_show(const char *config_path, const char *name, char **out);
+
+/*
+ Checks every directory of the TOML file at `config_path`, all of them even when one is
+ invalid, as `directory_open` would read each (no network traffic).
+
+ Returns OK when every directory is valid, CONFIG otherwise (and when the file cannot be
+ read or parsed), INVALID_INPUT for a NULL `config_path` or `report`. When the file could
+ be parsed (OK, and CONFIG for invalid directories), `*report` receives a NUL-terminated
+ string allocated by the library, one line per directory: `directory.NAME: ok` or that
+ directory's error. Free it with `directory_string_free`. When the file cannot be read or
+ parsed, `*report` is left untouched and `directory_last_error()` says why. Thread-safe.
+ */
+directory_result directory_config_check(const char *config_path, char **report);
+
+/*
+ Frees a string returned by `directory_config_show` or `directory_config_check`. NULL is
+ a no-op. Each string is freed once, with this function only. Thread-safe.
+ */
+void directory_string_free(char *s);
+
+/*
  Frees a handle and closes its idle connections (sending LOGOUT/QUIT without waiting).
 
  NULL is a no-op. Call it once, after every other call on this handle has returned; the

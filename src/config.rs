@@ -19,6 +19,15 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The `type` value naming it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Imap => "imap",
+            Protocol::Smtp => "smtp",
+            Protocol::Lmtp => "lmtp",
+        }
+    }
+
     fn default_port(self, implicit_tls: bool) -> u16 {
         match (self, implicit_tls) {
             (Protocol::Imap, true) => 993,
@@ -107,14 +116,18 @@ const MAX_CACHE_ENTRIES: i64 = 10_000_000;
 /// Reads `path` and selects directory `name` (or the only one when `name` is `None`).
 pub fn load_file(path: &Path, name: Option<&str>) -> Result<Settings> {
     let origin = path.display().to_string();
+    let text = read_text(path, &origin)?;
+    load(&text, name, &origin, path.parent())
+}
+
+fn read_text(path: &Path, origin: &str) -> Result<String> {
     let bytes = read_regular_file(path, MAX_FILE_SIZE)
         .map_err(|msg| Error::config(format!("{origin}: cannot read configuration: {msg}")))?;
-    let text = String::from_utf8(bytes).map_err(|_| {
+    String::from_utf8(bytes).map_err(|_| {
         Error::config(format!(
             "{origin}: cannot read configuration: not UTF-8 text"
         ))
-    })?;
-    load(&text, name, &origin, path.parent())
+    })
 }
 
 /// Reads a regular file of at most `max` bytes. A FIFO, a device such as /dev/zero or a
@@ -141,20 +154,10 @@ pub fn load_str(text: &str, name: Option<&str>) -> Result<Settings> {
 }
 
 fn load(text: &str, name: Option<&str>, origin: &str, base: Option<&Path>) -> Result<Settings> {
-    let root: toml::Table = toml::from_str(text).map_err(|e| syntax_error(origin, text, &e))?;
+    let root = parse(text, origin)?;
+    let directories = directory_tables(&root, origin)?;
     let err = |msg: String| Error::config(format!("{origin}: {msg}"));
-    let directories = match root.get("directory") {
-        Some(Value::Table(t)) => t,
-        Some(_) => return Err(err("directory: expected a table".into())),
-        None => return Err(err("no [directory.<name>] table".into())),
-    };
-    let names = || {
-        directories
-            .keys()
-            .map(|k| format!("'{k}'"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let names = || quoted_names(directories);
     let (name, table) = match name {
         Some(n) => match directories.get(n) {
             Some(t) => (n, t),
@@ -183,31 +186,156 @@ fn load(text: &str, name: Option<&str>, origin: &str, base: Option<&Path>) -> Re
             }
         }
     };
-    let Value::Table(table) = table else {
-        return Err(err(format!("directory.{name}: expected a table")));
-    };
+    read_directory(name, table, origin, base).0
+}
+
+/// Every directory of a file, in file order of names (sorted), each read on its own: one
+/// invalid directory does not hide the others (`directory-check --check-config`).
+pub fn load_all_file(path: &Path) -> Result<Vec<(String, Result<Settings>)>> {
+    let origin = path.display().to_string();
+    let text = read_text(path, &origin)?;
+    load_all(&text, &origin, path.parent())
+}
+
+/// [`load_all_file`] for TOML text given directly.
+pub fn load_all_str(text: &str) -> Result<Vec<(String, Result<Settings>)>> {
+    load_all(text, "<string>", None)
+}
+
+fn load_all(
+    text: &str,
+    origin: &str,
+    base: Option<&Path>,
+) -> Result<Vec<(String, Result<Settings>)>> {
+    let root = parse(text, origin)?;
+    let directories = directory_tables(&root, origin)?;
+    if directories.is_empty() {
+        return Err(Error::config(format!(
+            "{origin}: no [directory.<name>] table"
+        )));
+    }
+    Ok(directories
+        .iter()
+        .map(|(name, table)| {
+            let settings = read_directory(name, table, origin, base).0;
+            (name.clone(), settings)
+        })
+        .collect())
+}
+
+fn parse(text: &str, origin: &str) -> Result<toml::Table> {
+    toml::from_str(text).map_err(|e| syntax_error(origin, text, &e))
+}
+
+fn directory_tables<'a>(root: &'a toml::Table, origin: &str) -> Result<&'a toml::Table> {
+    match root.get("directory") {
+        Some(Value::Table(t)) => Ok(t),
+        Some(_) => Err(Error::config(format!(
+            "{origin}: directory: expected a table"
+        ))),
+        None => Err(Error::config(format!(
+            "{origin}: no [directory.<name>] table"
+        ))),
+    }
+}
+
+fn quoted_names(directories: &toml::Table) -> String {
+    directories
+        .keys()
+        .map(|k| format!("'{k}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Reads one `directory.<name>` table. The reader comes back too: it knows every key it was
+/// asked for (the tests check that each appears in the effective configuration).
+fn read_directory<'a>(
+    name: &str,
+    table: &'a Value,
+    origin: &'a str,
+    base: Option<&Path>,
+) -> (Result<Settings>, KeyReader<'a>) {
     let mut keys = BTreeMap::new();
-    flatten("", table, &mut keys);
+    if let Value::Table(table) = table {
+        flatten("", table, &mut keys);
+    }
     let mut reader = KeyReader {
         origin,
         prefix: format!("directory.{name}"),
         keys,
+        known: Vec::new(),
     };
-    let settings = reader.settings(name, base)?;
-    reader.reject_unknown()?;
-    Ok(settings)
+    let settings = match table {
+        Value::Table(_) => match reader.settings(name, base) {
+            Ok(s) => reader.reject_unknown().map(|()| s),
+            // A missing `address` is often a mistyped one: say so.
+            Err(e) => Err(match reader.typos() {
+                Some(typos) => Error::config(format!("{e}; {typos}")),
+                None => e,
+            }),
+        },
+        _ => Err(Error::config(format!(
+            "{origin}: directory.{name}: expected a table"
+        ))),
+    };
+    (settings, reader)
 }
 
-/// `file: line N: message` for TOML syntax errors (a duplicate table included).
+/// `file: line N: message` for TOML syntax errors. A table defined twice (Stalwart's own
+/// documentation has one) also names the table and the line of its first definition, which
+/// the parser's message does not.
 fn syntax_error(origin: &str, text: &str, e: &toml::de::Error) -> Error {
     let line = e
         .span()
         .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
     let message = e.message().trim_end();
     match line {
-        Some(line) => Error::config(format!("{origin}: line {line}: {message}")),
+        Some(line) => match first_definition(text, line) {
+            Some((table, first)) => Error::config(format!(
+                "{origin}: line {line}: table [{table}] is defined twice, first at line {first} ({message})"
+            )),
+            None => Error::config(format!("{origin}: line {line}: {message}")),
+        },
         None => Error::config(format!("{origin}: {message}")),
     }
+}
+
+/// When line `line` (1-based) of `text` is a table header whose table an earlier header
+/// already defined: the table's dotted name and the earlier line.
+fn first_definition(text: &str, line: usize) -> Option<(String, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let target = table_header(lines.get(line.checked_sub(1)?)?)?;
+    lines[..line - 1]
+        .iter()
+        .position(|l| table_header(l).as_ref() == Some(&target))
+        .map(|i| (target.join("."), i + 1))
+}
+
+/// The key parts of a `[a."b c".d]` header line (not `[[array]]`), unquoted; `None` for any
+/// other line. Used only to point at lines: the parser has already read the file.
+fn table_header(line: &str) -> Option<Vec<String>> {
+    let inner = line.trim().strip_prefix('[')?;
+    if inner.starts_with('[') {
+        return None;
+    }
+    let mut parts = Vec::new();
+    let mut part = String::new();
+    let mut quote = None;
+    for c in inner.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => part.push(c),
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '.') => parts.push(std::mem::take(&mut part)),
+            (None, ']') => {
+                parts.push(part);
+                return Some(parts);
+            }
+            (None, c) if c.is_whitespace() => {}
+            (None, c) => part.push(c),
+        }
+    }
+    None
 }
 
 /// Dotted keys to leaf values: `[x.tls] implicit = true` and `tls.implicit = true` are one key.
@@ -227,11 +355,16 @@ fn flatten<'a>(prefix: &str, table: &'a toml::Table, out: &mut BTreeMap<String, 
     }
 }
 
+/// Reads the keys of one directory. Every key a reader method is asked for is remembered in
+/// `known`: that list is what an unknown key is compared with for a suggestion, so adding a
+/// key to [`KeyReader::settings`] is all it takes for it to be known.
 struct KeyReader<'a> {
     origin: &'a str,
     prefix: String,
     /// Keys not yet consumed; what is left at the end is unknown.
     keys: BTreeMap<String, &'a Value>,
+    /// Every key asked for, in order, each with whether it is an alias of another.
+    known: Vec<(&'static str, bool)>,
 }
 
 impl<'a> KeyReader<'a> {
@@ -240,7 +373,13 @@ impl<'a> KeyReader<'a> {
     }
 
     /// Takes `key` or its `alias`; both present is an error.
-    fn take(&mut self, key: &str, alias: Option<&str>) -> Result<Option<(String, &'a Value)>> {
+    fn take(
+        &mut self,
+        key: &'static str,
+        alias: Option<&'static str>,
+    ) -> Result<Option<(String, &'a Value)>> {
+        self.known.push((key, false));
+        self.known.extend(alias.map(|a| (a, true)));
         let a = self.keys.remove(key).map(|v| (key.to_string(), v));
         let b = alias.and_then(|al| self.keys.remove(al).map(|v| (al.to_string(), v)));
         match (a, b) {
@@ -252,7 +391,7 @@ impl<'a> KeyReader<'a> {
         }
     }
 
-    fn string(&mut self, key: &str, alias: Option<&str>) -> Result<Option<String>> {
+    fn string(&mut self, key: &'static str, alias: Option<&'static str>) -> Result<Option<String>> {
         match self.take(key, alias)? {
             None => Ok(None),
             Some((_, Value::String(s))) => Ok(Some(s.clone())),
@@ -262,7 +401,7 @@ impl<'a> KeyReader<'a> {
         }
     }
 
-    fn boolean(&mut self, key: &str, alias: Option<&str>) -> Result<Option<bool>> {
+    fn boolean(&mut self, key: &'static str, alias: Option<&'static str>) -> Result<Option<bool>> {
         match self.take(key, alias)? {
             None => Ok(None),
             Some((_, Value::Boolean(b))) => Ok(Some(*b)),
@@ -275,8 +414,8 @@ impl<'a> KeyReader<'a> {
 
     fn integer(
         &mut self,
-        key: &str,
-        alias: Option<&str>,
+        key: &'static str,
+        alias: Option<&'static str>,
         min: i64,
         max: i64,
     ) -> Result<Option<i64>> {
@@ -292,7 +431,11 @@ impl<'a> KeyReader<'a> {
         }
     }
 
-    fn duration(&mut self, key: &str, alias: Option<&str>) -> Result<Option<Duration>> {
+    fn duration(
+        &mut self,
+        key: &'static str,
+        alias: Option<&'static str>,
+    ) -> Result<Option<Duration>> {
         let parsed = match self.take(key, alias)? {
             None => return Ok(None),
             Some((k, Value::Integer(i))) => (k, u64::try_from(*i).ok().map(Duration::from_secs)),
@@ -471,11 +614,58 @@ impl<'a> KeyReader<'a> {
         }))
     }
 
+    /// Every key left over is unknown; each is named, with the nearest known key when one
+    /// is close enough to be a typo of it.
     fn reject_unknown(&self) -> Result<()> {
-        match self.keys.keys().next() {
-            Some(k) => Err(self.error(k, "unknown key")),
-            None => Ok(()),
+        if self.keys.is_empty() {
+            return Ok(());
         }
+        let known: Vec<&str> = self.known.iter().map(|(k, _)| *k).collect();
+        let unknown: Vec<String> = self
+            .keys
+            .keys()
+            .map(|k| match crate::suggest::nearest(k, &known) {
+                Some(near) => format!("{}.{k}: unknown key; did you mean '{near}'?", self.prefix),
+                None => format!("{}.{k}: unknown key", self.prefix),
+            })
+            .collect();
+        Err(Error::config(format!(
+            "{}: {}",
+            self.origin,
+            unknown.join("; ")
+        )))
+    }
+
+    /// After an error, when not every key has been asked for yet: the keys left over that are
+    /// within typo distance of a key asked for (the last-part rule would guess too freely
+    /// among keys not read yet).
+    fn typos(&self) -> Option<String> {
+        let known: Vec<&str> = self.known.iter().map(|(k, _)| *k).collect();
+        let typos: Vec<String> = self
+            .keys
+            .keys()
+            .filter(|k| !known.contains(&k.as_str()))
+            .filter_map(|k| {
+                let near = known.iter().find(|n| {
+                    crate::suggest::distance(k, n) <= crate::suggest::threshold(k.chars().count())
+                })?;
+                Some(format!(
+                    "{}.{k}: unknown key; did you mean '{near}'?",
+                    self.prefix
+                ))
+            })
+            .collect();
+        (!typos.is_empty()).then(|| typos.join("; "))
+    }
+
+    /// The keys this reader knows, aliases left out: what the effective configuration lists.
+    #[cfg(test)]
+    fn canonical_keys(&self) -> Vec<&'static str> {
+        self.known
+            .iter()
+            .filter(|(_, alias)| !alias)
+            .map(|(k, _)| *k)
+            .collect()
     }
 }
 
@@ -630,7 +820,12 @@ domains = ["example.org"]
         // Stalwart's documentation defines [directory."imap".tls] twice.
         let text = "[directory.\"imap\"]\ntype = \"imap\"\naddress = \"imap.example.org\"\nport = 993\n\n[directory.\"imap\".tls]\nimplicit = true\nallow-invalid-certs = false\n\n[directory.\"lmtp\"]\ntype = \"lmtp\"\naddress = \"127.0.0.1\"\nport = 11200\n\n[directory.\"imap\".tls]\nimplicit = false\nallow-invalid-certs = true\n";
         let msg = config_error(text);
-        assert!(msg.starts_with("<string>: line 15: "), "{msg}");
+        assert!(
+            msg.starts_with(
+                "<string>: line 15: table [directory.imap.tls] is defined twice, first at line 6 ("
+            ),
+            "{msg}"
+        );
         assert!(msg.to_lowercase().contains("duplicate"), "{msg}");
     }
 
@@ -664,6 +859,72 @@ domains = ["example.org"]
                 "for {text:?}: got {msg:?}, expected {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn effective_configuration_lists_exactly_the_known_keys() {
+        let root: toml::Table = toml::from_str(MINIMAL).unwrap();
+        let table = &root["directory"]["imap"];
+        let (settings, reader) = read_directory("imap", table, "<string>", None);
+        let mut shown: Vec<&str> = settings
+            .unwrap()
+            .effective()
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        let mut known = reader.canonical_keys();
+        shown.sort_unstable();
+        known.sort_unstable();
+        known.dedup();
+        assert_eq!(
+            shown, known,
+            "Settings::effective and KeyReader::settings disagree"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_name_the_nearest_known_key() {
+        let cases = [
+            ("tls.allow-invalid-cert = true", "directory.d.tls.allow-invalid-cert: unknown key; did you mean 'tls.allow-invalid-certs'?"),
+            ("timout = 3", "directory.d.timout: unknown key; did you mean 'timeout'?"),
+            ("implicit = true", "directory.d.implicit: unknown key; did you mean 'tls.implicit'?"),
+            ("tls.enabled = true", "directory.d.tls.enabled: unknown key; did you mean 'tls.enable'?"),
+            ("bogus = 1", "directory.d.bogus: unknown key"),
+        ];
+        for (line, expected) in cases {
+            let msg = config_error(&format!(
+                "[directory.d]\ntype = \"imap\"\naddress = \"h\"\n{line}\n"
+            ));
+            assert_eq!(msg, format!("<string>: {expected}"));
+        }
+        let msg =
+            config_error("[directory.d]\ntype = \"imap\"\naddress = \"h\"\nprot = 1\nbogus = 2\n");
+        assert_eq!(msg, "<string>: directory.d.bogus: unknown key; directory.d.prot: unknown key; did you mean 'port'?");
+    }
+
+    #[test]
+    fn every_directory_is_checked_on_its_own() {
+        let text = "[directory.a]\ntype = \"imap\"\naddress = \"h\"\n[directory.b]\ntype = \"imap\"\n[directory.c]\ntype = \"smtp\"\naddress = \"h\"\nprot = 1\n";
+        let all = load_all_str(text).unwrap();
+        let names: Vec<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert!(all[0].1.is_ok());
+        assert!(all[1]
+            .1
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("directory.b.address: missing"));
+        assert!(all[2]
+            .1
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("did you mean 'port'"));
+        assert!(load_all_str("[server]\n")
+            .unwrap_err()
+            .to_string()
+            .contains("no [directory.<name>] table"));
     }
 
     #[test]

@@ -279,6 +279,93 @@ pub extern "C" fn directory_is_local_domain(
     }
 }
 
+/// Writes a string made here to `*out`, for the caller to free with `directory_string_free`.
+fn give_string(out: *mut *mut c_char, text: String) {
+    // Rendered text never holds a NUL (TOML strings escape it); replace one all the same
+    // rather than lose the text.
+    let c = CString::new(text.replace('\0', "\u{fffd}")).unwrap_or_default();
+    // SAFETY: `out` was checked to be non-NULL and points to writable storage for a pointer.
+    unsafe { *out = c.into_raw() };
+}
+
+/// The effective configuration of directory `name` of the TOML file at `config_path`, or of
+/// every directory of it when `name` is NULL: the `[directory.<name>]` tables with every key
+/// and the value in force (defaults filled in, the older key names replaced by the current
+/// ones, secrets masked as `********`, keys without a value as comments). The text opens again
+/// as the same configuration, secrets aside.
+///
+/// On `DIRECTORY_RESULT_OK`, `*out` receives a NUL-terminated string allocated by the library:
+/// free it with `directory_string_free`, never with `free()`. On any other result `*out` is
+/// left untouched: CONFIG when the file or any selected directory is invalid
+/// (`directory_last_error()` lists every invalid directory, one per line), INVALID_INPUT for
+/// a NULL `config_path` or `out`. No network traffic; thread-safe.
+#[no_mangle]
+pub extern "C" fn directory_config_show(
+    config_path: *const c_char,
+    name: *const c_char,
+    out: *mut *mut c_char,
+) -> directory_result {
+    boundary! {
+        let path = input!(config_path, "config_path", MAX_PATH);
+        if out.is_null() {
+            return finish(Err(Error::input("out is NULL")));
+        }
+        // SAFETY: `name` is NULL or a NUL-terminated string, as for every string argument.
+        let name = match unsafe { optional_name(name) } {
+            Ok(n) => n,
+            Err(e) => return finish(Err(e)),
+        };
+        match crate::effective::show_file(Path::new(path), name) {
+            Ok(text) => {
+                give_string(out, text);
+                DIRECTORY_RESULT_OK
+            }
+            Err(e) => finish(Err(e)),
+        }
+    }
+}
+
+/// Checks every directory of the TOML file at `config_path`, all of them even when one is
+/// invalid, as `directory_open` would read each (no network traffic).
+///
+/// Returns OK when every directory is valid, CONFIG otherwise (and when the file cannot be
+/// read or parsed), INVALID_INPUT for a NULL `config_path` or `report`. When the file could
+/// be parsed (OK, and CONFIG for invalid directories), `*report` receives a NUL-terminated
+/// string allocated by the library, one line per directory: `directory.NAME: ok` or that
+/// directory's error. Free it with `directory_string_free`. When the file cannot be read or
+/// parsed, `*report` is left untouched and `directory_last_error()` says why. Thread-safe.
+#[no_mangle]
+pub extern "C" fn directory_config_check(
+    config_path: *const c_char,
+    report: *mut *mut c_char,
+) -> directory_result {
+    boundary! {
+        let path = input!(config_path, "config_path", MAX_PATH);
+        if report.is_null() {
+            return finish(Err(Error::input("report is NULL")));
+        }
+        let mut text = String::new();
+        let outcome = crate::effective::check_file(Path::new(path), &mut text);
+        if !text.is_empty() {
+            give_string(report, text);
+        }
+        finish(outcome)
+    }
+}
+
+/// Frees a string returned by `directory_config_show` or `directory_config_check`. NULL is
+/// a no-op. Each string is freed once, with this function only. Thread-safe.
+#[no_mangle]
+pub extern "C" fn directory_string_free(s: *mut c_char) {
+    if s.is_null() {
+        return;
+    }
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: `s` came from `CString::into_raw` in `give_string` and is freed once.
+        drop(unsafe { CString::from_raw(s) });
+    }));
+}
+
 /// Frees a handle and closes its idle connections (sending LOGOUT/QUIT without waiting).
 ///
 /// NULL is a no-op. Call it once, after every other call on this handle has returned; the

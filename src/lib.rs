@@ -7,6 +7,7 @@
 mod cache;
 pub mod config;
 mod directory;
+pub mod effective;
 pub mod error;
 pub mod imap;
 mod net;
@@ -14,6 +15,7 @@ mod pool;
 mod secret;
 mod session;
 pub mod smtp;
+mod suggest;
 
 #[allow(unsafe_code)]
 pub mod ffi;

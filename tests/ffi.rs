@@ -249,12 +249,15 @@ fn shared_library_exports_only_the_api_and_has_a_soname() {
     let mut expected = vec![
         "directory_auth",
         "directory_close",
+        "directory_config_check",
+        "directory_config_show",
         "directory_is_local_domain",
         "directory_last_error",
         "directory_open",
         "directory_open_str",
         "directory_rcpt",
         "directory_result_name",
+        "directory_string_free",
         "directory_version",
     ];
     expected.sort();
@@ -285,7 +288,130 @@ fn committed_header_declares_exactly_the_api() {
         "const char *directory_last_error(void);",
         "const char *directory_result_name(uint32_t result);",
         "const char *directory_version(void);",
+        "directory_result directory_config_show(const char *config_path, const char *name, char **out);",
+        "directory_result directory_config_check(const char *config_path, char **report);",
+        "void directory_string_free(char *s);",
     ] {
         assert!(header.contains(decl), "header lacks: {decl}");
     }
+}
+
+/// Writes `text` to a fresh file and returns its path as a C string.
+fn config_file(name: &str, text: &str) -> CString {
+    let dir = std::env::temp_dir().join(format!("rd-ffi-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    c(path.to_str().unwrap())
+}
+
+fn take_string(s: *mut std::ffi::c_char) -> String {
+    assert!(!s.is_null());
+    // SAFETY: a string from directory_config_*, freed right after.
+    let text = unsafe { CStr::from_ptr(s) }.to_str().unwrap().to_string();
+    directory_string_free(s);
+    text
+}
+
+#[test]
+fn show_config_renders_defaults_and_masks_nothing_it_should_not() {
+    let path = config_file(
+        "show.toml",
+        "[directory.a]\ntype = \"lmtp\"\nhost = \"127.0.0.1\"\n[directory.b]\ntype = \"imap\"\naddress = \"h\"\ntls.enable = true\n",
+    );
+    let mut out = ptr::null_mut();
+    assert_eq!(
+        directory_config_show(path.as_ptr(), ptr::null(), &mut out),
+        OK
+    );
+    let all = take_string(out);
+    assert!(
+        all.starts_with("[directory.a]\ntype = \"lmtp\"\naddress = \"127.0.0.1\"\nport = 24\n"),
+        "{all}"
+    );
+    assert!(
+        all.contains(
+            "\n[directory.b]\ntype = \"imap\"\naddress = \"h\"\nport = 993\ntls.implicit = true\n"
+        ),
+        "{all}"
+    );
+    let name = c("b");
+    let mut out = ptr::null_mut();
+    assert_eq!(
+        directory_config_show(path.as_ptr(), name.as_ptr(), &mut out),
+        OK
+    );
+    let one = take_string(out);
+    assert!(
+        one.starts_with("[directory.b]\n") && !one.contains("directory.a"),
+        "{one}"
+    );
+
+    let bad = config_file("bad.toml", "[directory.a]\ntype = \"imap\"\n");
+    let mut out = ptr::null_mut();
+    assert_eq!(
+        directory_config_show(bad.as_ptr(), ptr::null(), &mut out),
+        CONFIG
+    );
+    assert!(out.is_null(), "*out is written only on OK");
+    assert!(
+        last_error().contains("directory.a.address: missing"),
+        "{}",
+        last_error()
+    );
+    assert_eq!(
+        directory_config_show(ptr::null(), ptr::null(), &mut out),
+        INVALID
+    );
+    assert_eq!(
+        directory_config_show(path.as_ptr(), ptr::null(), ptr::null_mut()),
+        INVALID
+    );
+    assert_eq!(last_error(), "out is NULL");
+    directory_string_free(ptr::null_mut());
+}
+
+#[test]
+fn check_config_reports_every_directory() {
+    let path = config_file(
+        "check.toml",
+        "[directory.a]\ntype = \"imap\"\naddress = \"h\"\n[directory.b]\ntype = \"imap\"\naddress = \"h\"\nprot = 1\n[directory.c]\ntype = \"pop3\"\naddress = \"h\"\n",
+    );
+    let mut report = ptr::null_mut();
+    assert_eq!(directory_config_check(path.as_ptr(), &mut report), CONFIG);
+    let text = take_string(report);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert_eq!(lines[0], "directory.a: ok");
+    assert!(
+        lines[1].ends_with("directory.b.prot: unknown key; did you mean 'port'?"),
+        "{text}"
+    );
+    assert!(
+        lines[2].contains("directory.c.type: unknown type 'pop3'"),
+        "{text}"
+    );
+    assert!(
+        last_error().contains("'port'") && last_error().contains("pop3"),
+        "{}",
+        last_error()
+    );
+
+    let good = config_file(
+        "good.toml",
+        "[directory.a]\ntype = \"imap\"\naddress = \"h\"\n",
+    );
+    let mut report = ptr::null_mut();
+    assert_eq!(directory_config_check(good.as_ptr(), &mut report), OK);
+    assert_eq!(take_string(report), "directory.a: ok\n");
+
+    let broken = config_file("broken.toml", "[directory.a\n");
+    let mut report = ptr::null_mut();
+    assert_eq!(directory_config_check(broken.as_ptr(), &mut report), CONFIG);
+    assert!(report.is_null(), "no report for a file that does not parse");
+    assert!(last_error().contains("line 1"), "{}", last_error());
+    assert_eq!(
+        directory_config_check(good.as_ptr(), ptr::null_mut()),
+        INVALID
+    );
 }

@@ -312,6 +312,31 @@ run dc-usage2 "$DC" -c "$T/imap.toml" auth
 expect "directory-check: auth without USER -> 64" 64 'auth takes exactly one USER'
 run dc-usage3 "$DC" -q rcpt x
 expect "directory-check: unknown option -> 64" 64 'unknown option -q'
+run dc-show-one "$DC" -c "$T/both.toml" -d lmtp --show-config
+expect "directory-check --show-config -d NAME: one directory, defaults filled in -> 0" 0 \
+    '^\[directory\.lmtp\]$' "^port = $RD_LMTP_PORT\$" '^pool\.max-connections = 10$' \
+    '^limits\.rcpt = 10$' '^lookup\.domains = \["example\.org"\]$'
+if grep -q 'directory\.imap' "$T/out/dc-show-one.out"; then
+    fail "directory-check --show-config -d lmtp shows only lmtp" "$OUT"
+else ok "directory-check --show-config -d lmtp shows only lmtp"; fi
+run dc-show-all "$DC" -c "$T/both.toml" --show-config
+expect "directory-check --show-config: every directory -> 0" 0 '^\[directory\.imap\]$' '^\[directory\.lmtp\]$'
+cp "$T/out/dc-show-all.out" "$T/shown.toml"
+run dc-show-again "$DC" -c "$T/shown.toml" -d imap domain example.org
+expect "directory-check: the shown configuration opens again" 0 'example.org: OK'
+printf '[directory.%s]\ntype = "%s"\n%s = "localhost"\n%s\n' imap imap address 'tls.allow-invalid-cert = true' \
+    lmtp lmtp adress '' >"$T/bad.toml"
+run dc-check-bad "$DC" -c "$T/bad.toml" --check-config
+expect "directory-check --check-config: every directory's error, with suggestions -> 5" 5 \
+    "did you mean 'tls.allow-invalid-certs'" 'directory\.lmtp\.address: missing'
+run dc-check-good "$DC" -c "$T/both.toml" --check-config
+expect "directory-check --check-config: all valid -> 0" 0 '^directory\.imap: ok$' '^directory\.lmtp: ok$'
+run dc-show-bad "$DC" -c "$T/bad.toml" --show-config
+expect "directory-check --show-config: invalid file -> 5" 5 'CONFIG'
+run dc-check-missing "$DC" -c "$T/does-not-exist.toml" --check-config
+expect "directory-check --check-config: missing file -> 5" 5 'CONFIG.*cannot read'
+run dc-usage4 "$DC" --show-config rcpt x
+expect "directory-check --show-config with a command -> 64" 64 'take no command'
 run dc-installed env LD_LIBRARY_PATH="$L" "$STAGE/usr/bin/directory-check" -c "$T/imap.toml" domain example.org
 expect "installed directory-check runs (LD_LIBRARY_PATH, PREFIX=/usr has no rpath)" 0 'example.org: OK'
 

@@ -1,0 +1,284 @@
+//! The effective configuration of a directory: its settings written back as the keys of a
+//! `[directory.<name>]` table, defaults filled in and secrets masked, as `postconf -n` and
+//! `doveconf -n` show theirs (`directory-check --show-config`).
+//!
+//! [`Settings::effective`] is the one list of keys and values; [`render`] turns it into TOML
+//! that opens again to the same settings (secrets aside). Masking is done here, from the key
+//! names and the values, so a new key is masked without anyone remembering to.
+
+use crate::config::{self, Settings, TlsBackend};
+use crate::error::{Error, Result};
+use std::path::Path;
+use std::time::Duration;
+use toml::Value;
+
+/// What replaces a secret in the output.
+pub const MASK: &str = "********";
+
+impl Settings {
+    /// Every key of this directory with the value in force: `None` for a key that is not set
+    /// and has no default. Keys are the current (v0.7+) names, never the older aliases.
+    /// Adding a key to the reader means adding its line here: a test compares both lists.
+    pub fn effective(&self) -> Vec<(&'static str, Option<Value>)> {
+        let int = |i: u64| Some(Value::Integer(i64::try_from(i).unwrap_or(i64::MAX)));
+        let dur = |d: Duration| Some(Value::String(format_duration(d)));
+        let text = |s: &str| Some(Value::String(s.to_string()));
+        let cache = self.cache.as_ref();
+        vec![
+            ("type", text(self.protocol.name())),
+            ("address", text(&self.host)),
+            ("port", int(self.port.into())),
+            ("tls.implicit", Some(Value::Boolean(self.tls.implicit))),
+            (
+                "tls.backend",
+                text(match self.tls.backend {
+                    TlsBackend::Rustls => "rustls",
+                    TlsBackend::Native => "native",
+                }),
+            ),
+            (
+                "tls.allow-invalid-certs",
+                Some(Value::Boolean(self.tls.dangerous_allow_invalid_certs)),
+            ),
+            (
+                "tls.ca-file",
+                self.tls
+                    .ca_file
+                    .as_ref()
+                    .and_then(|p| text(&p.display().to_string())),
+            ),
+            ("timeout", dur(self.timeout)),
+            ("limits.rcpt", int(self.max_rcpts.into())),
+            ("limits.auth-errors", int(self.max_auth_errors.into())),
+            (
+                "lookup.domains",
+                Some(Value::Array(
+                    self.domains.iter().map(|d| d.as_str().into()).collect(),
+                )),
+            ),
+            ("pool.max-connections", int(self.max_connections as u64)),
+            ("pool.min-idle", int(self.min_idle as u64)),
+            ("pool.timeout.wait", dur(self.wait_timeout)),
+            ("cache.size", cache.and_then(|c| int(c.size as u64))),
+            (
+                "cache.ttl.positive",
+                cache.and_then(|c| dur(c.ttl_positive)),
+            ),
+            (
+                "cache.ttl.negative",
+                cache.and_then(|c| dur(c.ttl_negative)),
+            ),
+            (
+                "cache.auth-ttl",
+                cache.and_then(|c| c.auth_ttl).and_then(dur),
+            ),
+        ]
+    }
+}
+
+/// The effective configuration of directory `name` of the file, or of every directory when
+/// `name` is `None`, separated by blank lines. Any invalid directory makes it an error that
+/// lists every invalid directory, one per line: nothing is shown from a file that will not open.
+pub fn show_file(path: &Path, name: Option<&str>) -> Result<String> {
+    match name {
+        Some(name) => config::load_file(path, Some(name)).map(|s| render(&s)),
+        None => {
+            let all = config::load_all_file(path)?;
+            let (shown, errors) = split(all);
+            if errors.is_empty() {
+                Ok(shown.join("\n"))
+            } else {
+                Err(Error::config(errors.join("\n")))
+            }
+        }
+    }
+}
+
+/// Checks every directory of the file, not stopping at the first invalid one. `Ok` holds
+/// the report, one line per directory (`directory.NAME: ok` or the error); `Err` when the
+/// file cannot be read or parsed, or when any directory is invalid (then its message is the
+/// errors, one per line, and `report` has been filled in all the same).
+pub fn check_file(path: &Path, report: &mut String) -> Result<()> {
+    let all = config::load_all_file(path)?;
+    let mut errors = Vec::new();
+    for (name, settings) in all {
+        match settings {
+            Ok(_) => report.push_str(&format!("directory.{name}: ok\n")),
+            Err(e) => {
+                report.push_str(&format!("{e}\n"));
+                errors.push(e.to_string());
+            }
+        }
+    }
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(Error::config(errors.join("\n"))),
+    }
+}
+
+fn split(all: Vec<(String, Result<Settings>)>) -> (Vec<String>, Vec<String>) {
+    let mut shown = Vec::new();
+    let mut errors = Vec::new();
+    for (_, settings) in all {
+        match settings {
+            Ok(s) => shown.push(render(&s)),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    (shown, errors)
+}
+
+/// `[directory.<name>]` and one `key = value` line per key; a key that is not set is a
+/// comment saying so. Secrets are masked (see [`mask`]).
+pub fn render(settings: &Settings) -> String {
+    let mut out = format!("[directory.{}]\n", toml_key(&settings.name));
+    for (key, value) in settings.effective() {
+        match value {
+            Some(value) => out.push_str(&format!("{key} = {}\n", mask(key, value))),
+            None => out.push_str(&format!("# {key} is not set\n")),
+        }
+    }
+    out
+}
+
+/// A key whose last part names a secret or a password (and is not the name of a file that
+/// holds one) is masked whole; a URL anywhere keeps its user but loses its password
+/// (`redis://u:p@host` shows as `redis://u:********@host`).
+pub fn mask(key: &str, value: Value) -> Value {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    let secret_name = (last.contains("secret") || last.contains("password"))
+        && !last.ends_with("-file")
+        && !last.ends_with("-ttl");
+    match value {
+        Value::String(_) if secret_name => Value::String(MASK.into()),
+        Value::String(s) => Value::String(mask_url_password(&s)),
+        Value::Array(a) => Value::Array(a.into_iter().map(|v| mask(key, v)).collect()),
+        other => other,
+    }
+}
+
+/// `scheme://user:password@rest` with the password replaced; anything else unchanged.
+fn mask_url_password(s: &str) -> String {
+    let Some(scheme_end) = s.find("://") else {
+        return s.to_string();
+    };
+    let authority_start = scheme_end + 3;
+    let authority_end = s[authority_start..]
+        .find(['/', '?', '#'])
+        .map_or(s.len(), |i| authority_start + i);
+    let authority = &s[authority_start..authority_end];
+    match authority.rfind('@') {
+        Some(at) => match authority[..at].find(':') {
+            Some(colon) => format!(
+                "{}{MASK}{}",
+                &s[..authority_start + colon + 1],
+                &s[authority_start + at..]
+            ),
+            None => s.to_string(),
+        },
+        None => s.to_string(),
+    }
+}
+
+/// A bare TOML key when it is one, else a quoted one.
+fn toml_key(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        name.to_string()
+    } else {
+        Value::String(name.to_string()).to_string()
+    }
+}
+
+/// The largest unit that divides the duration exactly: `1d`, `2h`, `30m`, `45s`, `500ms`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= size && ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_str;
+
+    #[test]
+    fn durations_print_in_their_largest_exact_unit() {
+        let cases = [
+            (500, "500ms"),
+            (1_000, "1s"),
+            (1_500, "1500ms"),
+            (30_000, "30s"),
+            (90_000, "90s"),
+            (120_000, "2m"),
+            (3_600_000, "1h"),
+            (86_400_000, "1d"),
+        ];
+        for (ms, text) in cases {
+            let d = Duration::from_millis(ms);
+            assert_eq!(format_duration(d), text);
+            assert_eq!(crate::config::parse_duration(text), Some(d), "{text}");
+        }
+    }
+
+    #[test]
+    fn masking() {
+        let s = |v: &str| Value::String(v.into());
+        let cases = [
+            (
+                "store.url",
+                "redis://u:pw@h:6379/0",
+                "redis://u:********@h:6379/0",
+            ),
+            ("store.url", "rediss://:pw@h/0", "rediss://:********@h/0"),
+            ("store.url", "redis://h:6379/0", "redis://h:6379/0"),
+            ("store.url", "redis://user@h/0", "redis://user@h/0"),
+            ("store.url", "redis://h/0?x=a:b@c", "redis://h/0?x=a:b@c"),
+            ("store.secret", "hunter2", MASK),
+            ("auth.password", "hunter2", MASK),
+            ("store.secret-file", "/etc/rd/key", "/etc/rd/key"),
+            ("address", "imap.example.org", "imap.example.org"),
+        ];
+        for (key, value, shown) in cases {
+            assert_eq!(mask(key, s(value)), s(shown), "{key} = {value}");
+        }
+        assert_eq!(
+            mask("x.password", Value::Array(vec![s("a")])),
+            Value::Array(vec![s(MASK)])
+        );
+    }
+
+    #[test]
+    fn rendered_configuration_opens_to_the_same_settings() {
+        let texts = [
+            "[directory.imap]\ntype = \"imap\"\nhost = \"imap.example.org\"\n",
+            "[directory.\"my lmtp\"]\ntype = \"lmtp\"\naddress = \"::1\"\nport = 11200\ntimeout = \"1500ms\"\ntls.enable = true\ntls.ca-file = \"/etc/ca.pem\"\nlookup.domains = [\"Example.ORG.\"]\npool = { max-connections = 3, min-idle = 1 }\ncache.entries = 7\ncache.auth-ttl = \"1m\"\n",
+        ];
+        for text in texts {
+            let settings = load_str(text, None).unwrap();
+            let shown = render(&settings);
+            let again = load_str(&shown, None).unwrap_or_else(|e| panic!("{shown}\n{e}"));
+            assert_eq!(again, settings, "{shown}");
+        }
+        let shown = render(&load_str(texts[0], None).unwrap());
+        assert!(
+            shown.starts_with(
+                "[directory.imap]\ntype = \"imap\"\naddress = \"imap.example.org\"\nport = 143\n"
+            ),
+            "{shown}"
+        );
+        assert!(shown.contains("\n# tls.ca-file is not set\n"), "{shown}");
+    }
+}
