@@ -26,6 +26,18 @@
 #define DIRECTORY_MAX_DOMAIN 255
 
 /*
+ Longest client address text accepted: an IPv6 address with an embedded IPv4 one is 45.
+ */
+#define DIRECTORY_MAX_CLIENT_IP 64
+
+/*
+ Default bound on keys held per table: 16 shards of 4096. An entry is about 40 bytes (the
+ key is kept as a 64-bit keyed hash, never as the name), so a full table stays near 3 MiB
+ however many distinct users or addresses are tried.
+ */
+#define MAX_KEYS 65536
+
+/*
  Result of every call. Values are ABI: never renumbered, never reused.
  */
 enum directory_result
@@ -109,6 +121,23 @@ directory_result directory_open_str(const char *config_toml, const char *name, d
  handle at once.
  */
 directory_result directory_auth(directory *dir, const char *user, const char *secret);
+
+/*
+ As `directory_auth`, for a login that came from `client_ip`: an IPv4 or IPv6 address as
+ text, without port, brackets or zone (`"203.0.113.5"`, `"2001:db8::1"`). NULL means the
+ address is unknown, exactly as `directory_auth`.
+
+ The address is what `throttle.client` counts, and with `forward.client-ip = true` it is
+ told to the server (IMAP `ID`, SMTP/LMTP `XCLIENT`), so the server's own defences see the
+ client rather than this relay. A `client_ip` that is not an IP address is INVALID_INPUT
+ and nothing is sent. Beyond a `throttle.*` budget the result is TEMPORARY without any
+ traffic, and `directory_last_error()` says who is throttled and until when. Other
+ results, blocking and secrets as `directory_auth`. Thread-safe.
+ */
+directory_result directory_auth_from(directory *dir,
+                                     const char *user,
+                                     const char *secret,
+                                     const char *client_ip);
 
 /*
  Asks the remote SMTP or LMTP server whether `address` is a recipient it accepts

@@ -70,6 +70,10 @@ impl<V: Clone> TtlMap<V> {
         shard.insert(key.into(), (now + ttl, value));
     }
 
+    fn remove(&self, key: &str) {
+        self.shard(key).remove(key);
+    }
+
     fn len(&self) -> usize {
         self.shards
             .iter()
@@ -82,29 +86,45 @@ pub struct Cache {
     rcpts: TtlMap<Result<()>>,
     ttl_positive: Duration,
     ttl_negative: Duration,
-    logins: Option<(TtlMap<hmac::Tag>, hmac::Key, Duration)>,
+    /// Drawn at open when logins are cached at all; never leaves the process.
+    login_key: Option<hmac::Key>,
+    logins: Option<(TtlMap<hmac::Tag>, Duration)>,
+    refusals: Option<(TtlMap<Refusals>, Duration)>,
 }
+
+/// Most refused passwords remembered per user: a phone retrying an old one, a user trying
+/// two or three variants. Beyond that the oldest is forgotten.
+const REFUSALS_PER_USER: usize = 4;
+
+/// Refused passwords of one user, each as a keyed hash with its own expiry.
+type Refusals = Vec<(Instant, hmac::Tag)>;
 
 impl Cache {
     pub fn new(settings: &CacheSettings) -> Result<Self> {
-        let logins = match settings.auth_ttl {
-            Some(ttl) => {
-                let key = hmac::Key::generate(hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
-                    .map_err(|_| {
+        let login_key = match settings.auth_ttl.or(settings.auth_negative_ttl) {
+            Some(_) => Some(
+                hmac::Key::generate(hmac::HMAC_SHA256, &ring::rand::SystemRandom::new()).map_err(
+                    |_| {
                         Error::new(
                             crate::Kind::Internal,
                             "no randomness for the login cache key",
                         )
-                    })?;
-                Some((TtlMap::new(settings.size), key, ttl))
-            }
+                    },
+                )?,
+            ),
             None => None,
         };
         Ok(Cache {
             rcpts: TtlMap::new(settings.size),
             ttl_positive: settings.ttl_positive,
             ttl_negative: settings.ttl_negative,
-            logins,
+            login_key,
+            logins: settings
+                .auth_ttl
+                .map(|ttl| (TtlMap::new(settings.size), ttl)),
+            refusals: settings
+                .auth_negative_ttl
+                .map(|ttl| (TtlMap::new(settings.size), ttl)),
         })
     }
 
@@ -126,7 +146,7 @@ impl Cache {
 
     /// Whether this exact user and secret logged in successfully within `cache.auth-ttl`.
     pub fn login_known(&self, user: &str, secret: &str) -> bool {
-        let Some((logins, key, _)) = &self.logins else {
+        let (Some((logins, _)), Some(key)) = (&self.logins, &self.login_key) else {
             return false;
         };
         match logins.get(user, Instant::now()) {
@@ -135,19 +155,53 @@ impl Cache {
         }
     }
 
-    /// Remembers a successful login (never a failed one).
+    /// Remembers a successful login, and forgets the user's refused passwords.
     pub fn remember_login(&self, user: &str, secret: &str) {
-        if let Some((logins, key, ttl)) = &self.logins {
+        if let Some((refusals, _)) = &self.refusals {
+            refusals.remove(user);
+        }
+        if let (Some((logins, ttl)), Some(key)) = (&self.logins, &self.login_key) {
             let tag = hmac::sign(key, &sasl_plain(user, secret));
             logins.insert(user, tag, *ttl, Instant::now());
         }
+    }
+
+    /// Whether the server refused this exact user and secret within `cache.auth-negative-ttl`.
+    pub fn login_refused(&self, user: &str, secret: &str) -> bool {
+        let (Some((refusals, _)), Some(key)) = (&self.refusals, &self.login_key) else {
+            return false;
+        };
+        let now = Instant::now();
+        let Some(tags) = refusals.get(user, now) else {
+            return false;
+        };
+        let message = sasl_plain(user, secret);
+        tags.iter().any(|(expires, tag)| {
+            *expires > now && hmac::verify(key, &message, tag.as_ref()).is_ok()
+        })
+    }
+
+    /// Remembers a refused password (only its keyed hash).
+    pub fn remember_refusal(&self, user: &str, secret: &str) {
+        let (Some((refusals, ttl)), Some(key)) = (&self.refusals, &self.login_key) else {
+            return;
+        };
+        let now = Instant::now();
+        let tag = hmac::sign(key, &sasl_plain(user, secret));
+        let mut tags = refusals.get(user, now).unwrap_or_default();
+        tags.retain(|(expires, _)| *expires > now);
+        if tags.len() >= REFUSALS_PER_USER {
+            tags.remove(0);
+        }
+        tags.push((now + *ttl, tag));
+        refusals.insert(user, tags, *ttl, now);
     }
 
     /// Entries held now (recipients, logins), for tests.
     pub fn len(&self) -> (usize, usize) {
         (
             self.rcpts.len(),
-            self.logins.as_ref().map_or(0, |(l, _, _)| l.len()),
+            self.logins.as_ref().map_or(0, |(l, _)| l.len()),
         )
     }
 }
@@ -163,6 +217,7 @@ mod tests {
             ttl_positive: Duration::from_secs(60),
             ttl_negative: Duration::from_millis(50),
             auth_ttl,
+            auth_negative_ttl: None,
         }
     }
 
@@ -206,5 +261,45 @@ mod tests {
         assert!(!on.login_known("bob", "pw"));
         std::thread::sleep(Duration::from_millis(60));
         assert!(!on.login_known("alice", "pw"), "auth ttl expired");
+    }
+
+    #[test]
+    fn refusals_only_the_same_secret_until_a_success_or_the_ttl() {
+        let off = Cache::new(&settings(10, None)).unwrap();
+        off.remember_refusal("alice", "bad");
+        assert!(!off.login_refused("alice", "bad"), "not configured");
+        let mut s = settings(10, None);
+        s.auth_negative_ttl = Some(Duration::from_millis(80));
+        let on = Cache::new(&s).unwrap();
+        on.remember_refusal("alice", "bad");
+        assert!(on.login_refused("alice", "bad"));
+        assert!(
+            !on.login_refused("alice", "bad2"),
+            "another password goes on"
+        );
+        assert!(!on.login_refused("bob", "bad"), "another user goes on");
+        on.remember_login("alice", "good");
+        assert!(
+            !on.login_refused("alice", "bad"),
+            "a success forgets refusals"
+        );
+        assert!(!on.login_known("alice", "good"), "auth-ttl is not set");
+        on.remember_refusal("alice", "bad");
+        std::thread::sleep(Duration::from_millis(90));
+        assert!(!on.login_refused("alice", "bad"), "negative ttl expired");
+    }
+
+    #[test]
+    fn refusals_keep_the_newest_few_per_user() {
+        let mut s = settings(10, None);
+        s.auth_negative_ttl = Some(Duration::from_secs(60));
+        let cache = Cache::new(&s).unwrap();
+        for i in 0..=REFUSALS_PER_USER {
+            cache.remember_refusal("alice", &format!("guess{i}"));
+        }
+        assert!(!cache.login_refused("alice", "guess0"), "oldest forgotten");
+        for i in 1..=REFUSALS_PER_USER {
+            assert!(cache.login_refused("alice", &format!("guess{i}")), "{i}");
+        }
     }
 }

@@ -70,6 +70,17 @@ pub struct CacheSettings {
     pub ttl_negative: Duration,
     /// How long a successful login is remembered (as a salted hash); `None`: never.
     pub auth_ttl: Option<Duration>,
+    /// How long a refused (user, password) pair is remembered (as a keyed hash); `None`: never.
+    pub auth_negative_ttl: Option<Duration>,
+}
+
+/// Defences against password guessing (issue 8): `throttle.*` and `forward.client-ip`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuardSettings {
+    /// Refused logins allowed per user and window.
+    pub throttle_user: Option<crate::throttle::Rate>,
+    /// Refused logins allowed per client address and window.
+    pub throttle_client: Option<crate::throttle::Rate>,
 }
 
 /// Everything one directory handle needs, validated.
@@ -95,6 +106,7 @@ pub struct Settings {
     /// Longest wait for a free connection slot.
     pub wait_timeout: Duration,
     pub cache: Option<CacheSettings>,
+    pub guard: GuardSettings,
 }
 
 impl Settings {
@@ -580,6 +592,7 @@ impl<'a> KeyReader<'a> {
             .duration("pool.timeout.wait", None)?
             .unwrap_or(Duration::from_secs(30));
         let cache = self.cache()?;
+        let guard = self.guard()?;
         Ok(Settings {
             name: name.to_string(),
             protocol,
@@ -594,6 +607,26 @@ impl<'a> KeyReader<'a> {
             min_idle,
             wait_timeout,
             cache,
+            guard,
+        })
+    }
+
+    fn rate(&mut self, key: &'static str) -> Result<Option<crate::throttle::Rate>> {
+        match self.string(key, None)? {
+            None => Ok(None),
+            Some(text) => crate::throttle::Rate::parse(&text).map(Some).ok_or_else(|| {
+                self.error(
+                    key,
+                    format!("'{text}' is not \"N/PERIOD\" such as \"10/10m\" (N 1 to 1000000, PERIOD 1ms to 1d)"),
+                )
+            }),
+        }
+    }
+
+    fn guard(&mut self) -> Result<GuardSettings> {
+        Ok(GuardSettings {
+            throttle_user: self.rate("throttle.user")?,
+            throttle_client: self.rate("throttle.client")?,
         })
     }
 
@@ -602,7 +635,12 @@ impl<'a> KeyReader<'a> {
         let ttl_positive = self.duration("cache.ttl.positive", None)?;
         let ttl_negative = self.duration("cache.ttl.negative", None)?;
         let auth_ttl = self.duration("cache.auth-ttl", None)?;
-        if size.is_none() && ttl_positive.is_none() && ttl_negative.is_none() && auth_ttl.is_none()
+        let auth_negative_ttl = self.duration("cache.auth-negative-ttl", None)?;
+        if size.is_none()
+            && ttl_positive.is_none()
+            && ttl_negative.is_none()
+            && auth_ttl.is_none()
+            && auth_negative_ttl.is_none()
         {
             return Ok(None);
         }
@@ -611,6 +649,7 @@ impl<'a> KeyReader<'a> {
             ttl_positive: ttl_positive.unwrap_or(Duration::from_secs(3600)),
             ttl_negative: ttl_negative.unwrap_or(Duration::from_secs(600)),
             auth_ttl,
+            auth_negative_ttl,
         }))
     }
 
@@ -925,6 +964,49 @@ domains = ["example.org"]
             .unwrap_err()
             .to_string()
             .contains("no [directory.<name>] table"));
+    }
+
+    #[test]
+    fn guard_keys_are_read_and_checked() {
+        let s = cfg(&format!(
+            "{MINIMAL}throttle.user = \"10/10m\"\nthrottle.client = \"20/1h\"\ncache.auth-negative-ttl = \"5m\"\n"
+        ))
+        .unwrap();
+        let rate = |limit, secs| crate::throttle::Rate {
+            limit,
+            period: Duration::from_secs(secs),
+        };
+        assert_eq!(s.guard.throttle_user, Some(rate(10, 600)));
+        assert_eq!(s.guard.throttle_client, Some(rate(20, 3600)));
+        let cache = s.cache.unwrap();
+        assert_eq!(cache.auth_negative_ttl, Some(Duration::from_secs(300)));
+        assert_eq!(cache.auth_ttl, None);
+        assert_eq!(cfg(MINIMAL).unwrap().guard, GuardSettings::default());
+        for (line, expected) in [
+            (
+                "throttle.user = \"10\"",
+                "directory.imap.throttle.user: '10' is not \"N/PERIOD\"",
+            ),
+            (
+                "throttle.client = \"0/1m\"",
+                "directory.imap.throttle.client: '0/1m' is not",
+            ),
+            (
+                "throttle.client = 5",
+                "directory.imap.throttle.client: expected a string",
+            ),
+            (
+                "throttle.users = \"1/1m\"",
+                "directory.imap.throttle.users: unknown key",
+            ),
+            (
+                "cache.auth-negative-ttl = \"soon\"",
+                "directory.imap.cache.auth-negative-ttl: expected a duration",
+            ),
+        ] {
+            let msg = config_error(&format!("{MINIMAL}{line}\n"));
+            assert!(msg.contains(expected), "{line}: {msg}");
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@ use crate::error::{Error, Kind, Result};
 use crate::net::Transport;
 use crate::pool::Pool;
 use crate::session::{Outcome, Session};
+use crate::throttle::Throttle;
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +34,7 @@ struct Inner {
     transport: Transport,
     pool: Pool,
     cache: Option<Cache>,
+    throttle: Option<Throttle>,
 }
 
 impl Directory {
@@ -58,11 +61,13 @@ impl Directory {
             settings.wait_timeout,
         );
         let cache = settings.cache.as_ref().map(Cache::new).transpose()?;
+        let throttle = Throttle::new(settings.guard.throttle_user, settings.guard.throttle_client);
         let inner = Arc::new(Inner {
             settings,
             transport,
             pool,
             cache,
+            throttle,
         });
         let keeper = match inner.settings.min_idle {
             0 => None,
@@ -77,19 +82,62 @@ impl Directory {
 
     /// Is `secret` the password of `user`? `Ok(())` when the server accepted it;
     /// `Kind::Rejected` when it refused it; other kinds when nothing was decided.
+    /// The same as [`Directory::auth_from`] with an unknown client address.
     pub fn auth(&self, user: &str, secret: &str) -> Result<()> {
+        self.auth_from(user, secret, None)
+    }
+
+    /// As [`Directory::auth`], for a login that came from `client_ip` (`None`: unknown). The
+    /// address is what `throttle.client` counts and, with `forward.client-ip`, what the
+    /// server is told.
+    ///
+    /// In order: a login known good (`cache.auth-ttl`) is OK and a password refused within
+    /// `cache.auth-negative-ttl` is REJECTED, both without traffic; then a user or address
+    /// beyond its `throttle.*` budget is `Kind::Throttled` (TEMPORARY), without traffic;
+    /// only then is the server asked.
+    pub fn auth_from(&self, user: &str, secret: &str, client_ip: Option<IpAddr>) -> Result<()> {
         check_text("user", user, DIRECTORY_MAX_USER)?;
         check_secret(secret)?;
+        // `::ffff:203.0.113.5` from a dual-stack socket is the same client as `203.0.113.5`.
+        let client_ip = client_ip.map(|ip| ip.to_canonical());
         let inner = &*self.inner;
         let cache = inner.cache.as_ref();
         if cache.is_some_and(|c| c.login_known(user, secret)) {
             return Ok(());
         }
+        if cache.is_some_and(|c| c.login_refused(user, secret)) {
+            return Err(Error::new(
+                Kind::Rejected,
+                format!(
+                    "the server refused this password for '{user}' within cache.auth-negative-ttl (cached)"
+                ),
+            ));
+        }
+        let now = Instant::now();
+        let ticket = match &inner.throttle {
+            Some(throttle) => Some(throttle.begin(user, client_ip, now)?),
+            None => None,
+        };
         let result = inner.call(|session| session.auth(&inner.settings, user, secret));
-        if result.is_ok() {
-            if let Some(cache) = cache {
-                cache.remember_login(user, secret);
+        match &result {
+            Ok(()) => {
+                if let Some(cache) = cache {
+                    cache.remember_login(user, secret);
+                }
+                if let Some(ticket) = ticket {
+                    ticket.accepted(Instant::now());
+                }
             }
+            Err(e) if e.kind() == Kind::Rejected => {
+                if let Some(cache) = cache {
+                    cache.remember_refusal(user, secret);
+                }
+                if let Some(ticket) = ticket {
+                    ticket.refused();
+                }
+            }
+            // Nothing decided: the ticket gives its attempts back as it drops.
+            Err(_) => {}
         }
         result
     }
@@ -262,6 +310,20 @@ fn keep_idle(inner: &Inner) {
     }
 }
 
+/// Longest client address text accepted: an IPv6 address with an embedded IPv4 one is 45.
+pub const DIRECTORY_MAX_CLIENT_IP: usize = 64;
+
+/// A client address as the C API and the integrations receive it: IPv4 or IPv6 text,
+/// without port, brackets or zone. Anything else is `Kind::InvalidInput`.
+pub fn parse_client_ip(text: &str) -> Result<IpAddr> {
+    check_text("client_ip", text, DIRECTORY_MAX_CLIENT_IP)?;
+    text.parse().map_err(|_| {
+        Error::input(format!(
+            "client_ip '{text}' is not an IPv4 or IPv6 address (no port, brackets or zone)"
+        ))
+    })
+}
+
 /// No NUL, CR or LF anywhere; not empty; bounded.
 fn check_common(what: &str, value: &str, max: usize) -> Result<()> {
     if value.is_empty() {
@@ -398,6 +460,34 @@ mod tests {
             Kind::InvalidInput
         );
         assert_eq!(d.open_connections(), 0, "nothing was sent");
+    }
+
+    #[test]
+    fn client_addresses_parse_or_are_invalid_input() {
+        let good = [
+            ("203.0.113.5", "203.0.113.5"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("::1", "::1"),
+            ("::ffff:203.0.113.5", "::ffff:203.0.113.5"),
+        ];
+        for (text, shown) in good {
+            assert_eq!(parse_client_ip(text).unwrap().to_string(), shown, "{text}");
+        }
+        let long = "1".repeat(DIRECTORY_MAX_CLIENT_IP + 1);
+        for bad in [
+            "",
+            "localhost",
+            "203.0.113.5:25",
+            "[2001:db8::1]",
+            "fe80::1%eth0",
+            "203.0.113",
+            "203.0.113.5 ",
+            "1.2.3.4\n",
+            long.as_str(),
+        ] {
+            let e = parse_client_ip(bad).unwrap_err();
+            assert_eq!(e.kind(), Kind::InvalidInput, "{bad:?}");
+        }
     }
 
     #[test]

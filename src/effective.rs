@@ -72,6 +72,22 @@ impl Settings {
                 "cache.auth-ttl",
                 cache.and_then(|c| c.auth_ttl).and_then(dur),
             ),
+            (
+                "cache.auth-negative-ttl",
+                cache.and_then(|c| c.auth_negative_ttl).and_then(dur),
+            ),
+            (
+                "throttle.user",
+                self.guard
+                    .throttle_user
+                    .map(|r| Value::String(r.to_string())),
+            ),
+            (
+                "throttle.client",
+                self.guard
+                    .throttle_client
+                    .map(|r| Value::String(r.to_string())),
+            ),
         ]
     }
 }
@@ -264,7 +280,7 @@ mod tests {
     fn rendered_configuration_opens_to_the_same_settings() {
         let texts = [
             "[directory.imap]\ntype = \"imap\"\nhost = \"imap.example.org\"\n",
-            "[directory.\"my lmtp\"]\ntype = \"lmtp\"\naddress = \"::1\"\nport = 11200\ntimeout = \"1500ms\"\ntls.enable = true\ntls.ca-file = \"/etc/ca.pem\"\nlookup.domains = [\"Example.ORG.\"]\npool = { max-connections = 3, min-idle = 1 }\ncache.entries = 7\ncache.auth-ttl = \"1m\"\n",
+            "[directory.\"my lmtp\"]\ntype = \"lmtp\"\naddress = \"::1\"\nport = 11200\ntimeout = \"1500ms\"\ntls.enable = true\ntls.ca-file = \"/etc/ca.pem\"\nlookup.domains = [\"Example.ORG.\"]\npool = { max-connections = 3, min-idle = 1 }\ncache.entries = 7\ncache.auth-ttl = \"1m\"\ncache.auth-negative-ttl = \"5m\"\nthrottle.user = \"10/10m\"\nthrottle.client = \"3/1500ms\"\n",
         ];
         for text in texts {
             let settings = load_str(text, None).unwrap();

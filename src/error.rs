@@ -31,6 +31,8 @@ pub enum Kind {
     Cleartext,
     /// No connection slot became free within `pool.timeout.wait`.
     PoolTimeout,
+    /// A failure budget (`throttle.user`, `throttle.client`) is used up: nothing was sent.
+    Throttled,
     /// A bug, contained.
     Internal,
 }

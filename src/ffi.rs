@@ -9,8 +9,8 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 use crate::directory::{
-    Directory, DIRECTORY_MAX_ADDRESS, DIRECTORY_MAX_DOMAIN, DIRECTORY_MAX_SECRET,
-    DIRECTORY_MAX_USER,
+    parse_client_ip, Directory, DIRECTORY_MAX_ADDRESS, DIRECTORY_MAX_CLIENT_IP,
+    DIRECTORY_MAX_DOMAIN, DIRECTORY_MAX_SECRET, DIRECTORY_MAX_USER,
 };
 use crate::error::{Error, Kind};
 use std::cell::RefCell;
@@ -64,7 +64,8 @@ fn result_of(kind: Kind) -> directory_result {
         | Kind::Protocol
         | Kind::Deferred
         | Kind::Cleartext
-        | Kind::PoolTimeout => DIRECTORY_RESULT_TEMPORARY,
+        | Kind::PoolTimeout
+        | Kind::Throttled => DIRECTORY_RESULT_TEMPORARY,
         Kind::Internal => DIRECTORY_RESULT_INTERNAL,
     }
 }
@@ -245,6 +246,41 @@ pub extern "C" fn directory_auth(
         let user = input!(user, "user", DIRECTORY_MAX_USER);
         let secret = input!(secret, "secret", DIRECTORY_MAX_SECRET);
         finish(dir.auth(user, secret))
+    }
+}
+
+/// As `directory_auth`, for a login that came from `client_ip`: an IPv4 or IPv6 address as
+/// text, without port, brackets or zone (`"203.0.113.5"`, `"2001:db8::1"`). NULL means the
+/// address is unknown, exactly as `directory_auth`.
+///
+/// The address is what `throttle.client` counts, and with `forward.client-ip = true` it is
+/// told to the server (IMAP `ID`, SMTP/LMTP `XCLIENT`), so the server's own defences see the
+/// client rather than this relay. A `client_ip` that is not an IP address is INVALID_INPUT
+/// and nothing is sent. Beyond a `throttle.*` budget the result is TEMPORARY without any
+/// traffic, and `directory_last_error()` says who is throttled and until when. Other
+/// results, blocking and secrets as `directory_auth`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn directory_auth_from(
+    dir: *mut directory,
+    user: *const c_char,
+    secret: *const c_char,
+    client_ip: *const c_char,
+) -> directory_result {
+    boundary! {
+        let dir = handle!(dir);
+        let user = input!(user, "user", DIRECTORY_MAX_USER);
+        let secret = input!(secret, "secret", DIRECTORY_MAX_SECRET);
+        let client_ip = match client_ip.is_null() {
+            true => None,
+            false => {
+                let text = input!(client_ip, "client_ip", DIRECTORY_MAX_CLIENT_IP);
+                match parse_client_ip(text) {
+                    Ok(ip) => Some(ip),
+                    Err(e) => return finish(Err(e)),
+                }
+            }
+        };
+        finish(dir.auth_from(user, secret, client_ip))
     }
 }
 
@@ -457,6 +493,7 @@ mod tests {
         assert_eq!(result_of(Kind::Cleartext), DIRECTORY_RESULT_TEMPORARY);
         assert_eq!(result_of(Kind::PoolTimeout), DIRECTORY_RESULT_TEMPORARY);
         assert_eq!(result_of(Kind::Deferred), DIRECTORY_RESULT_TEMPORARY);
+        assert_eq!(result_of(Kind::Throttled), DIRECTORY_RESULT_TEMPORARY);
         assert_eq!(result_of(Kind::Config), DIRECTORY_RESULT_CONFIG);
         assert_eq!(
             result_of(Kind::InvalidInput),

@@ -16,12 +16,13 @@ mod secret;
 mod session;
 pub mod smtp;
 mod suggest;
+pub mod throttle;
 
 #[allow(unsafe_code)]
 pub mod ffi;
 
 pub use directory::{
-    Directory, DIRECTORY_MAX_ADDRESS, DIRECTORY_MAX_DOMAIN, DIRECTORY_MAX_SECRET,
-    DIRECTORY_MAX_USER,
+    parse_client_ip, Directory, DIRECTORY_MAX_ADDRESS, DIRECTORY_MAX_CLIENT_IP,
+    DIRECTORY_MAX_DOMAIN, DIRECTORY_MAX_SECRET, DIRECTORY_MAX_USER,
 };
 pub use error::{Error, Kind, Result};

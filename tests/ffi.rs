@@ -96,6 +96,66 @@ fn non_utf8_and_injection_are_invalid_input_and_send_nothing() {
 }
 
 #[test]
+fn client_ip_must_be_an_ip_address_or_null() {
+    let dir = open_lmtp();
+    let (user, secret) = (c("alice@example.org"), c("pw"));
+    let cases: &[(&[u8], &str)] = &[
+        (
+            b"localhost",
+            "client_ip 'localhost' is not an IPv4 or IPv6 address",
+        ),
+        (
+            b"203.0.113.5:25",
+            "client_ip '203.0.113.5:25' is not an IPv4",
+        ),
+        (b"[2001:db8::1]", "client_ip '[2001:db8::1]' is not an IPv4"),
+        (b"1.2.3.4\r\nQUIT", "client_ip contains NUL, CR or LF"),
+        (b"", "client_ip is empty"),
+        (b"\xff1.2.3.4", "client_ip is not valid UTF-8"),
+    ];
+    for (bad, message) in cases {
+        let ip = CString::new(*bad).unwrap();
+        assert_eq!(
+            directory_auth_from(dir, user.as_ptr(), secret.as_ptr(), ip.as_ptr()),
+            INVALID,
+            "{bad:?}"
+        );
+        assert!(
+            last_error().starts_with(message),
+            "{bad:?}: {}",
+            last_error()
+        );
+    }
+    let long = c(&"1".repeat(65));
+    assert_eq!(
+        directory_auth_from(dir, user.as_ptr(), secret.as_ptr(), long.as_ptr()),
+        INVALID
+    );
+    assert_eq!(
+        directory_auth_from(ptr::null_mut(), user.as_ptr(), secret.as_ptr(), ptr::null()),
+        INVALID
+    );
+    assert_eq!(
+        directory_auth_from(dir, ptr::null(), secret.as_ptr(), ptr::null()),
+        INVALID
+    );
+    // NULL and valid addresses pass the checks and reach the (closed) server port.
+    for ip in [None, Some(c("203.0.113.5")), Some(c("2001:db8::1"))] {
+        let ptr = ip.as_ref().map_or(ptr::null(), |s| s.as_ptr());
+        assert_eq!(
+            directory_auth_from(dir, user.as_ptr(), secret.as_ptr(), ptr),
+            directory_result::DIRECTORY_RESULT_TEMPORARY
+        );
+        assert!(
+            last_error().starts_with("127.0.0.1:9: "),
+            "{}",
+            last_error()
+        );
+    }
+    directory_close(dir);
+}
+
+#[test]
 fn last_error_is_per_thread_and_cleared_by_the_next_call() {
     let dir = open_lmtp() as usize;
     let domain = c("other.test");
@@ -248,6 +308,7 @@ fn shared_library_exports_only_the_api_and_has_a_soname() {
         .collect();
     let mut expected = vec![
         "directory_auth",
+        "directory_auth_from",
         "directory_close",
         "directory_config_check",
         "directory_config_show",
@@ -282,6 +343,7 @@ fn committed_header_declares_exactly_the_api() {
         "directory_result directory_open(const char *config_path, const char *name, directory **out);",
         "directory_result directory_open_str(const char *config_toml, const char *name, directory **out);",
         "directory_result directory_auth(directory *dir, const char *user, const char *secret);",
+        "directory_result directory_auth_from(directory *dir,\n                                     const char *user,\n                                     const char *secret,\n                                     const char *client_ip);",
         "directory_result directory_rcpt(directory *dir, const char *address);",
         "directory_result directory_is_local_domain(const directory *dir, const char *domain);",
         "void directory_close(directory *dir);",

@@ -22,6 +22,7 @@ thread is inside a call on the same handle (see its docstring).
 
 import ctypes
 import enum
+import ipaddress
 import os
 import threading
 
@@ -233,14 +234,27 @@ class Directory:
             return False
         raise _error(rc, message)
 
-    def auth(self, user, secret):
+    def auth(self, user, secret, client_ip=None):
         """True if the server accepts ``secret`` for ``user``, False if it refuses it.
 
-        Raises :class:`Temporary`, :class:`Unsupported`, :class:`InvalidInput` or
-        :class:`InternalError` otherwise. (A Python str holding the secret cannot be wiped
-        from memory; the library wipes its own copies.)
+        ``client_ip`` is the address the login came from (str, bytes or an
+        ``ipaddress`` address; None when unknown): what ``throttle.client`` counts and
+        ``forward.client-ip`` tells the server. Anything but an IP address raises
+        :class:`InvalidInput`, and nothing is sent.
+
+        Raises :class:`Temporary` (also when a ``throttle.*`` budget is used up),
+        :class:`Unsupported`, :class:`InvalidInput` or :class:`InternalError` otherwise.
+        (A Python str holding the secret cannot be wiped from memory; the library wipes its
+        own copies.)
         """
-        return self._boolean(_lib.directory_auth, _to_bytes(user, "user"), _to_bytes(secret, "secret"))
+        if isinstance(client_ip, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            client_ip = str(client_ip)
+        return self._boolean(
+            _lib.directory_auth_from,
+            _to_bytes(user, "user"),
+            _to_bytes(secret, "secret"),
+            _to_bytes(client_ip, "client_ip", allow_none=True),
+        )
 
     def rcpt(self, address):
         """True if the server accepts ``address`` as a recipient, False if it refuses it."""

@@ -91,6 +91,10 @@ _SIGNATURES = {
         ctypes.c_uint32,
         [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p],
     ),
+    "directory_auth_from": (
+        ctypes.c_uint32,
+        [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p],
+    ),
     "directory_rcpt": (ctypes.c_uint32, [ctypes.c_void_p, ctypes.c_char_p]),
     "directory_is_local_domain": (ctypes.c_uint32, [ctypes.c_void_p, ctypes.c_char_p]),
     "directory_close": (None, [ctypes.c_void_p]),

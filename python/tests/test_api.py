@@ -47,6 +47,7 @@ def test_every_function_is_declared():
         "directory_open": (u32, [s, s, out]),
         "directory_open_str": (u32, [s, s, out]),
         "directory_auth": (u32, [p, s, s]),
+        "directory_auth_from": (u32, [p, s, s, s]),
         "directory_rcpt": (u32, [p, s]),
         "directory_is_local_domain": (u32, [p, s]),
         "directory_close": (None, [p]),
