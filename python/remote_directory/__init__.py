@@ -20,11 +20,15 @@ that wait on the network run in parallel. :meth:`Directory.close` waits until no
 thread is inside a call on the same handle (see its docstring).
 """
 
+from __future__ import annotations
+
 import ctypes
 import enum
 import ipaddress
 import os
 import threading
+from typing import Callable, Literal, Optional, Union
+
 
 from ._ffi import lib as _lib
 from ._ffi import lib_path
@@ -45,6 +49,11 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+#: What the string arguments accept: ``str`` (encoded as UTF-8) or bytes-like (unchanged).
+Text = Union[str, bytes, bytearray, memoryview]
+#: A configuration file's path, as ``open()`` accepts it.
+PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 
 class Result(enum.IntEnum):
@@ -67,7 +76,10 @@ class DirectoryError(Exception):
     thread right after the failing call.
     """
 
-    def __init__(self, result, message=""):
+    result: Result | int
+    message: str
+
+    def __init__(self, result: int, message: str = "") -> None:
         try:
             result = Result(result)
         except ValueError:
@@ -102,7 +114,7 @@ class InternalError(DirectoryError):
     """INTERNAL: a bug or resource failure inside the library."""
 
 
-_EXCEPTIONS = {
+_EXCEPTIONS: dict[int, type[DirectoryError]] = {
     Result.REJECTED: Rejected,
     Result.TEMPORARY: Temporary,
     Result.UNSUPPORTED: Unsupported,
@@ -112,16 +124,16 @@ _EXCEPTIONS = {
 }
 
 
-def _last_error():
+def _last_error() -> str:
     raw = _lib.directory_last_error()
     return raw.decode("utf-8", "replace") if raw else ""
 
 
-def _error(rc, message):
+def _error(rc: int, message: str) -> DirectoryError:
     return _EXCEPTIONS.get(rc, DirectoryError)(rc, message)
 
 
-def _to_bytes(value, what, allow_none=False):
+def _to_bytes(value: Text | None, what: str, allow_none: bool = False) -> bytes | None:
     """Encode a str as UTF-8 or take bytes unchanged; refuse NUL bytes (InvalidInput)."""
     if value is None and allow_none:
         return None
@@ -140,13 +152,13 @@ def _to_bytes(value, what, allow_none=False):
     return data
 
 
-def version():
+def version() -> str:
     """The library's version string (``directory_version()``)."""
     raw = _lib.directory_version()
     return raw.decode("utf-8", "replace") if raw else ""
 
 
-def result_name(result):
+def result_name(result: int) -> str:
     """The name of a result value (``directory_result_name()``), e.g. ``"REJECTED"``."""
     raw = _lib.directory_result_name(int(result) & 0xFFFFFFFF)
     return raw.decode("utf-8", "replace") if raw else ""
@@ -159,10 +171,10 @@ class Directory:
     :meth:`close`; after closing, every method raises :class:`ValueError`.
     """
 
-    def __init__(self, _handle, _name=None):
+    def __init__(self, _handle: Optional[int], _name: Optional[str] = None) -> None:
         if not _handle:
             raise ValueError("use Directory.open() or Directory.from_toml()")
-        self._handle = _handle
+        self._handle: Optional[int] = _handle
         self._name = _name
         # Readers/writer guard: calls are readers (any number at once), close() is the
         # writer. _active counts the calls in progress; close() marks the handle closing
@@ -174,7 +186,7 @@ class Directory:
     # -- construction -------------------------------------------------------------------
 
     @classmethod
-    def _new(cls, fn, first, name):
+    def _new(cls, fn: Callable[..., int], first: bytes | None, name: bytes | None) -> Directory:
         out = ctypes.c_void_p()
         rc = fn(first, name, ctypes.byref(out))
         if rc != Result.OK:
@@ -184,7 +196,7 @@ class Directory:
         return cls(out.value, None if name is None else name.decode("utf-8", "replace"))
 
     @classmethod
-    def open(cls, path, name=None):
+    def open(cls, path: PathLike, name: Text | None = None) -> Directory:
         """Open directory ``name`` of the TOML file at ``path``.
 
         ``name`` may be None when the file defines exactly one directory.
@@ -198,7 +210,7 @@ class Directory:
         return cls._new(_lib.directory_open, raw, _to_bytes(name, "name", allow_none=True))
 
     @classmethod
-    def from_toml(cls, text, name=None):
+    def from_toml(cls, text: Text, name: Text | None = None) -> Directory:
         """Open directory ``name`` of a configuration given as TOML text (str or bytes)."""
         return cls._new(
             _lib.directory_open_str,
@@ -208,7 +220,7 @@ class Directory:
 
     # -- calls ---------------------------------------------------------------------------
 
-    def _call(self, fn, *args):
+    def _call(self, fn: Callable[..., int], *args: bytes | None) -> tuple[int, str]:
         """Run fn(handle, *args) as a reader; return (rc, message of this thread)."""
         with self._cond:
             if self._closing:
@@ -226,7 +238,7 @@ class Directory:
                     self._cond.notify_all()
         return rc, message
 
-    def _boolean(self, fn, *args):
+    def _boolean(self, fn: Callable[..., int], *args: bytes | None) -> bool:
         rc, message = self._call(fn, *args)
         if rc == Result.OK:
             return True
@@ -234,7 +246,12 @@ class Directory:
             return False
         raise _error(rc, message)
 
-    def auth(self, user, secret, client_ip=None):
+    def auth(
+        self,
+        user: Text,
+        secret: Text,
+        client_ip: Text | ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
+    ) -> bool:
         """True if the server accepts ``secret`` for ``user``, False if it refuses it.
 
         ``client_ip`` is the address the login came from (str, bytes or an
@@ -256,25 +273,25 @@ class Directory:
             _to_bytes(client_ip, "client_ip", allow_none=True),
         )
 
-    def rcpt(self, address):
+    def rcpt(self, address: Text) -> bool:
         """True if the server accepts ``address`` as a recipient, False if it refuses it."""
         return self._boolean(_lib.directory_rcpt, _to_bytes(address, "address"))
 
-    def is_local_domain(self, domain):
+    def is_local_domain(self, domain: Text) -> bool:
         """True if ``domain`` is one of the directory's ``lookup.domains``."""
         return self._boolean(_lib.directory_is_local_domain, _to_bytes(domain, "domain"))
 
     # -- closing -------------------------------------------------------------------------
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return self._closing
 
     @property
-    def name(self):
+    def name(self) -> str | None:
         return self._name
 
-    def close(self):
+    def close(self) -> None:
         """Free the handle. Harmless if already closed.
 
         New calls raise ValueError as soon as close() starts; close() then blocks until
@@ -296,16 +313,16 @@ class Directory:
             finally:
                 self._cond.notify_all()
 
-    def __enter__(self):
+    def __enter__(self) -> Directory:
         if self._closing:
             raise ValueError("operation on a closed Directory")
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False
 
-    def __del__(self):
+    def __del__(self) -> None:
         # Best effort at garbage collection; nothing can be inside a call (calls hold self).
         try:
             if getattr(self, "_handle", None) is not None and not self._closing:
@@ -313,7 +330,7 @@ class Directory:
         except Exception:
             pass
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
         return "<remote_directory.Directory {!r} {}>".format(self._name, state)
 

@@ -1,12 +1,16 @@
 """Loading of libremote_directory and the ctypes declarations of its C API.
 
-The library is looked up, in this order:
+The library is looked up, in this order (the first that exists is loaded):
 
-1. the file named by the environment variable ``REMOTE_DIRECTORY_LIB``;
-2. ``ctypes.util.find_library("remote_directory")`` (the system's library paths);
-3. ``target/release/libremote_directory.so`` of the repository this package's source
-   lives in (works when the package is used from a checkout or installed with
-   ``pip install -e ./python``).
+1. the file named by the environment variable ``REMOTE_DIRECTORY_LIB`` (an explicit choice
+   always wins, even over the packaged copy);
+2. the library packaged inside this package by ``pip install ./python``: setuptools-rust
+   names it like an extension module, ``libremote_directory`` plus one of
+   ``importlib.machinery.EXTENSION_SUFFIXES`` (e.g. ``.cpython-311-x86_64-linux-gnu.so``);
+3. ``ctypes.util.find_library("remote_directory")`` (the system's library paths, e.g.
+   ``/usr/local/lib`` after ``make install`` + ``ldconfig``);
+4. ``target/release/libremote_directory.so`` of the repository this package's source
+   lives in (the package used from a checkout, with ``python/`` on ``sys.path``).
 
 Every function is declared with explicit ``argtypes`` and ``restype``: the handle is an
 opaque ``c_void_p``, results are ``c_uint32`` and strings are ``c_char_p`` (NUL-terminated
@@ -19,26 +23,42 @@ the GIL for the duration of every foreign call, so a thread blocked in network I
 (``tests/test_threads.py`` proves it against the real servers).
 """
 
+from __future__ import annotations
+
 import ctypes
 import ctypes.util
+import importlib.machinery
 import os
 import sys
 from pathlib import Path
+from typing import Iterator
 
 __all__ = ["lib", "lib_path"]
 
 ENV_VAR = "REMOTE_DIRECTORY_LIB"
 _LIB_NAME = "remote_directory"
+# The file setuptools-rust copies into the package (pyproject.toml, target
+# "remote_directory.libremote_directory"), before its extension-module suffix.
+_PACKAGED_STEM = "libremote_directory"
 
 
-def _repo_root():
+def _packaged() -> Path | None:
+    here = Path(__file__).resolve().parent
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        cand = here / (_PACKAGED_STEM + suffix)
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _repo_root() -> Path | None:
     # python/remote_directory/_ffi.py -> the repository root is two levels above the package
     # (editable install or python/ on sys.path); a copy in site-packages has no Cargo.toml there.
     root = Path(__file__).resolve().parent.parent.parent
     return root if (root / "Cargo.toml").is_file() else None
 
 
-def _dev_candidates(root):
+def _dev_candidates(root: Path) -> Iterator[Path]:
     names = ["libremote_directory.so"]
     if sys.platform == "darwin":
         names = ["libremote_directory.dylib"]
@@ -46,13 +66,18 @@ def _dev_candidates(root):
         yield root / "target" / "release" / name
 
 
-def _find():
+def _find() -> tuple[str, str]:
     """Return (path, how) of the library to load, or raise ImportError."""
     tried = []
     env = os.environ.get(ENV_VAR)
     if env:
         return env, "$" + ENV_VAR
     tried.append("${} (unset)".format(ENV_VAR))
+
+    packaged = _packaged()
+    if packaged is not None:
+        return str(packaged), "packaged"
+    tried.append("{}/{}* (not in the package)".format(Path(__file__).resolve().parent, _PACKAGED_STEM))
 
     found = ctypes.util.find_library(_LIB_NAME)
     if found:
@@ -71,7 +96,8 @@ def _find():
     raise ImportError(
         "remote_directory: cannot find libremote_directory. Tried: "
         + "; ".join(tried)
-        + ". Build it with `cargo build --release` in the repository, or set "
+        + ". Install the package with `pip install ./python` from the repository (it builds"
+        + " and packages the library), or set "
         + ENV_VAR
         + " to the path of libremote_directory.so."
     )
@@ -105,7 +131,7 @@ _SIGNATURES = {
 }
 
 
-def _load():
+def _load() -> tuple[ctypes.CDLL, str]:
     path, how = _find()
     try:
         # CDLL (not PyDLL): the GIL is released while the foreign function runs.

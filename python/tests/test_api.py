@@ -3,9 +3,11 @@
 import ctypes
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -219,22 +221,112 @@ def test_directory_cannot_be_built_without_a_handle():
         Directory(None)
 
 
-def test_library_lookup_order_without_env(tmp_path):
-    """Without $REMOTE_DIRECTORY_LIB: find_library, else the checkout's target/release."""
-    import ctypes.util
-    from pathlib import Path
+# -- where the library comes from (python/README.md "Install") ------------------------------
 
-    src = Path(__file__).resolve().parent.parent  # python/
-    root = src.parent
-    env = {k: v for k, v in os.environ.items() if k != "REMOTE_DIRECTORY_LIB"}
-    env["PYTHONPATH"] = str(src)
-    proc = subprocess.run([sys.executable, "-c", "import remote_directory as r; print(r.lib_path)"],
-                          env=env, capture_output=True, text=True, cwd=str(tmp_path))
-    system = ctypes.util.find_library("remote_directory")
-    dev = root / "target" / "release" / "libremote_directory.so"
+PACKAGE_DIR = Path(rd.__file__).resolve().parent
+SOURCE_DIR = Path(__file__).resolve().parent.parent  # python/ of the checkout
+
+
+def test_tests_run_against_the_installed_package_and_its_library():
+    # run.sh installs the wheel and unsets REMOTE_DIRECTORY_LIB: this is what a user gets.
+    assert "REMOTE_DIRECTORY_LIB" not in os.environ
+    assert SOURCE_DIR not in PACKAGE_DIR.parents, PACKAGE_DIR
+    lib = Path(rd.lib_path)
+    assert lib.parent == PACKAGE_DIR, lib
+    assert lib.name.startswith("libremote_directory") and lib.suffix == ".so", lib
+    assert (PACKAGE_DIR / "py.typed").is_file()
+
+
+def _import_in_child(pythonpath, env_lib=None, ld_path=None):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("REMOTE_DIRECTORY_LIB", "LD_LIBRARY_PATH", "PYTHONPATH")}
+    env["PYTHONPATH"] = str(pythonpath)
+    if env_lib is not None:
+        env["REMOTE_DIRECTORY_LIB"] = str(env_lib)
+    if ld_path is not None:
+        env["LD_LIBRARY_PATH"] = str(ld_path)
+    code = "import remote_directory as r; print(r.lib_path); print(r.version())"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, cwd=str(pythonpath))
+
+
+def _system_library_outside_the_test():
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    code = "import ctypes.util; print(ctypes.util.find_library('remote_directory') or '')"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+# (case, REMOTE_DIRECTORY_LIB set, library in the package, library on the system path, loaded)
+LOOKUP_ORDER = [
+    ("variable wins over everything", True, True, True, "variable"),
+    ("packaged before the system's", False, True, True, "packaged"),
+    ("system when none is packaged", False, False, True, "system"),
+    ("nothing found", False, False, False, None),
+]
+
+
+@pytest.mark.parametrize("case,env_set,packaged,system,expected", LOOKUP_ORDER,
+                         ids=[c[0] for c in LOOKUP_ORDER])
+def test_library_lookup_order(tmp_path, case, env_set, packaged, system, expected):
+    """Each step of the documented order, on a copy of the installed package.
+
+    The copy lives outside any checkout, so the last step (a checkout's target/release)
+    never applies; "the system" is a directory on LD_LIBRARY_PATH, which
+    ctypes.util.find_library searches on Linux.
+    """
+    real = Path(rd.lib_path)
+    site = tmp_path / "site"
+    shutil.copytree(PACKAGE_DIR, site / "remote_directory",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    copied = site / "remote_directory" / real.name
+    if not packaged:
+        copied.unlink()
+    sysdir = tmp_path / "system"
+    sysdir.mkdir()
     if system:
-        assert proc.stdout.strip() == system, proc.stderr
-    elif dev.is_file():
-        assert proc.stdout.strip() == str(dev), proc.stderr
-    else:
+        # As `make install` lays it out: the file under its SONAME, and the link name.
+        (sysdir / "libremote_directory.so.0").symlink_to(real)
+        (sysdir / "libremote_directory.so").symlink_to("libremote_directory.so.0")
+    chosen = tmp_path / "chosen" / "libremote_directory.so"
+    chosen.parent.mkdir()
+    chosen.symlink_to(real)
+
+    proc = _import_in_child(site, env_lib=chosen if env_set else None, ld_path=sysdir)
+    if expected is None and _system_library_outside_the_test():
+        expected = "system"  # this machine has one installed (ldconfig): that step answers
+    if expected is None:
+        assert proc.returncode != 0
         assert "cannot find libremote_directory" in proc.stderr, proc.stderr
+        # The message names every place it looked.
+        for place in ("$REMOTE_DIRECTORY_LIB", "not in the package", "find_library"):
+            assert place in proc.stderr, proc.stderr
+        return
+    assert proc.returncode == 0, proc.stderr
+    loaded, version = proc.stdout.split()
+    assert version == rd.version()
+    if expected == "variable":
+        assert loaded == str(chosen)
+    elif expected == "packaged":
+        assert loaded == str(copied)
+    else:
+        # find_library returns a file name that the dynamic linker resolves.
+        assert "/" not in loaded and loaded.startswith("libremote_directory.so"), loaded
+
+
+def test_public_api_is_fully_annotated():
+    """py.typed promises type hints: every public callable annotates all it takes and returns."""
+    import inspect
+    import typing
+
+    callables = [rd.version, rd.result_name, rd.DirectoryError.__init__]
+    callables += [getattr(Directory, n) for n in ("open", "from_toml", "auth", "rcpt",
+                                                  "is_local_domain", "close", "__enter__",
+                                                  "__exit__")]
+    callables += [Directory.closed.fget, Directory.name.fget]
+    for fn in callables:
+        hints = typing.get_type_hints(fn)  # resolves every annotation: none may be broken
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.name not in ("self", "cls")]
+        missing = [p.name for p in params if p.name not in hints]
+        assert not missing and "return" in hints, (fn.__qualname__, missing, hints)
