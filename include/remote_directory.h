@@ -205,7 +205,9 @@ void directory_close(directory *dir);
  `imap.example.org:993: AUTHENTICATE PLAIN: NO [AUTHENTICATIONFAILED] Authentication failed.`
 
  Every call but this one, `directory_result_name` and `directory_version` resets it; it is
- "" after a call that returned OK. The pointer stays valid until the next call on the
+ "" after a call that returned OK, except an OK that `directory_auth` or `directory_rcpt`
+ answered from an expired cache entry because no server could be reached
+ (`cache.stale-if-error`): then it says so and names each server's error. The pointer stays valid until the next call on the
  same thread; never NULL; do not free it. Thread-safe (each thread has its own).
  */
 const char *directory_last_error(void);

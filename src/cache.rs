@@ -5,6 +5,10 @@
 //! successful ones, as an HMAC of user and secret under a key drawn at open: the cache can
 //! confirm a secret it is shown again, but holds nothing that reveals it.
 //!
+//! With `cache.stale-if-error`, entries are kept that much longer after they expire: a
+//! positive answer (an existing recipient, a successful login) expired less than that long
+//! ago is served when every server fails at connection level. A refusal never is.
+//!
 //! Entries live in 16 independently locked shards, so threads asking about different keys
 //! rarely meet on a lock, and no lock is held across network I/O.
 
@@ -22,20 +26,23 @@ const SHARDS: usize = 16;
 /// One lock's worth of entries: key to (expiry, value).
 type Shard<V> = HashMap<Box<str>, (Instant, V)>;
 
-/// A bounded map whose entries expire. Each shard holds at most `per_shard` entries; when a
-/// shard is full, expired entries go first, then an arbitrary one.
+/// A bounded map whose entries expire, and are kept `grace` longer for stale answers. Each
+/// shard holds at most `per_shard` entries; when a shard is full, entries past their grace
+/// go first, then an arbitrary one.
 struct TtlMap<V> {
     shards: Box<[Mutex<Shard<V>>]>,
     per_shard: usize,
     hasher: RandomState,
+    grace: Duration,
 }
 
 impl<V: Clone> TtlMap<V> {
-    fn new(size: usize) -> Self {
+    fn new(size: usize, grace: Duration) -> Self {
         TtlMap {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             per_shard: size.div_ceil(SHARDS).max(1),
             hasher: RandomState::new(),
+            grace,
         }
     }
 
@@ -46,21 +53,32 @@ impl<V: Clone> TtlMap<V> {
     }
 
     fn get(&self, key: &str, now: Instant) -> Option<V> {
+        self.lookup(key, now, false)
+    }
+
+    /// An entry that has not expired, or expired less than `grace` ago.
+    fn get_stale(&self, key: &str, now: Instant) -> Option<V> {
+        self.lookup(key, now, true)
+    }
+
+    fn lookup(&self, key: &str, now: Instant, stale: bool) -> Option<V> {
         let mut shard = self.shard(key);
-        match shard.get(key) {
-            Some((expires, value)) if *expires > now => Some(value.clone()),
-            Some(_) => {
+        let (expires, value) = shard.get(key)?;
+        let kept_until = *expires + self.grace;
+        if *expires > now || (stale && kept_until > now) {
+            Some(value.clone())
+        } else {
+            if kept_until <= now {
                 shard.remove(key);
-                None
             }
-            None => None,
+            None
         }
     }
 
     fn insert(&self, key: &str, value: V, ttl: Duration, now: Instant) {
         let mut shard = self.shard(key);
         if shard.len() >= self.per_shard && !shard.contains_key(key) {
-            shard.retain(|_, (expires, _)| *expires > now);
+            shard.retain(|_, (expires, _)| *expires + self.grace > now);
             if shard.len() >= self.per_shard {
                 if let Some(victim) = shard.keys().next().cloned() {
                     shard.remove(&victim);
@@ -88,6 +106,8 @@ pub struct Cache {
     ttl_negative: Duration,
     /// Drawn at open when logins are cached at all; never leaves the process.
     login_key: Option<hmac::Key>,
+    /// Successful logins, with `cache.auth-ttl` (or a zero fresh TTL when only
+    /// `cache.stale-if-error` asks for them).
     logins: Option<(TtlMap<hmac::Tag>, Duration)>,
     refusals: Option<(TtlMap<Refusals>, Duration)>,
 }
@@ -101,7 +121,13 @@ type Refusals = Vec<(Instant, hmac::Tag)>;
 
 impl Cache {
     pub fn new(settings: &CacheSettings) -> Result<Self> {
-        let login_key = match settings.auth_ttl.or(settings.auth_negative_ttl) {
+        let grace = settings.stale_if_error.unwrap_or(Duration::ZERO);
+        let login_ttl = match (settings.auth_ttl, settings.stale_if_error) {
+            (Some(ttl), _) => Some(ttl),
+            (None, Some(_)) => Some(Duration::ZERO),
+            (None, None) => None,
+        };
+        let login_key = match login_ttl.or(settings.auth_negative_ttl) {
             Some(_) => Some(
                 hmac::Key::generate(hmac::HMAC_SHA256, &ring::rand::SystemRandom::new()).map_err(
                     |_| {
@@ -115,22 +141,25 @@ impl Cache {
             None => None,
         };
         Ok(Cache {
-            rcpts: TtlMap::new(settings.size),
+            rcpts: TtlMap::new(settings.size, grace),
             ttl_positive: settings.ttl_positive,
             ttl_negative: settings.ttl_negative,
             login_key,
-            logins: settings
-                .auth_ttl
-                .map(|ttl| (TtlMap::new(settings.size), ttl)),
+            logins: login_ttl.map(|ttl| (TtlMap::new(settings.size, grace), ttl)),
             refusals: settings
                 .auth_negative_ttl
-                .map(|ttl| (TtlMap::new(settings.size), ttl)),
+                .map(|ttl| (TtlMap::new(settings.size, Duration::ZERO), ttl)),
         })
     }
 
     /// A remembered answer for `address`: OK or REJECTED (with the server's words).
     pub fn rcpt(&self, address: &str) -> Option<Result<()>> {
         self.rcpts.get(address, Instant::now())
+    }
+
+    /// Whether `address` was known to exist until less than `cache.stale-if-error` ago.
+    pub fn rcpt_existed(&self, address: &str) -> bool {
+        matches!(self.rcpts.get_stale(address, Instant::now()), Some(Ok(())))
     }
 
     /// Remembers a definite answer; anything else (TEMPORARY and the like) is not kept.
@@ -146,10 +175,20 @@ impl Cache {
 
     /// Whether this exact user and secret logged in successfully within `cache.auth-ttl`.
     pub fn login_known(&self, user: &str, secret: &str) -> bool {
+        self.login_in(user, secret, false)
+    }
+
+    /// Whether this exact user and secret logged in successfully, in an entry that expired
+    /// less than `cache.stale-if-error` ago.
+    pub fn login_was_known(&self, user: &str, secret: &str) -> bool {
+        self.login_in(user, secret, true)
+    }
+
+    fn login_in(&self, user: &str, secret: &str, stale: bool) -> bool {
         let (Some((logins, _)), Some(key)) = (&self.logins, &self.login_key) else {
             return false;
         };
-        match logins.get(user, Instant::now()) {
+        match logins.lookup(user, Instant::now(), stale) {
             Some(tag) => hmac::verify(key, &sasl_plain(user, secret), tag.as_ref()).is_ok(),
             None => false,
         }
@@ -218,6 +257,7 @@ mod tests {
             ttl_negative: Duration::from_millis(50),
             auth_ttl,
             auth_negative_ttl: None,
+            stale_if_error: None,
         }
     }
 
@@ -301,5 +341,38 @@ mod tests {
         for i in 1..=REFUSALS_PER_USER {
             assert!(cache.login_refused("alice", &format!("guess{i}")), "{i}");
         }
+    }
+
+    #[test]
+    fn stale_if_error_serves_expired_positive_answers_only() {
+        let stale = CacheSettings {
+            stale_if_error: Some(Duration::from_millis(200)),
+            ttl_positive: Duration::from_millis(30),
+            ttl_negative: Duration::from_millis(30),
+            ..settings(100, None)
+        };
+        let cache = Cache::new(&stale).unwrap();
+        cache.remember_rcpt("a@x", &Ok(()));
+        cache.remember_rcpt("b@x", &Err(Error::new(Kind::Rejected, "550 no such user")));
+        cache.remember_login("alice", "pw");
+        assert!(
+            !cache.login_known("alice", "pw"),
+            "no cache.auth-ttl: never fresh"
+        );
+        assert!(cache.login_was_known("alice", "pw"));
+        assert!(!cache.login_was_known("alice", "other"));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(cache.rcpt("a@x").is_none(), "expired");
+        assert!(cache.rcpt_existed("a@x"), "expired less than 200 ms ago");
+        assert!(
+            !cache.rcpt_existed("b@x"),
+            "a refusal is never served stale"
+        );
+        assert!(!cache.rcpt_existed("c@x"));
+        std::thread::sleep(Duration::from_millis(220));
+        assert!(!cache.rcpt_existed("a@x") && !cache.login_was_known("alice", "pw"));
+        let off = Cache::new(&settings(10, None)).unwrap();
+        off.remember_rcpt("a@x", &Ok(()));
+        assert!(off.rcpt_existed("a@x"), "fresh counts as known");
     }
 }

@@ -5,6 +5,7 @@
 //! as `allow-invalid-cert` must not silently leave a default in force.
 
 use crate::error::{Error, Result};
+pub use crate::servers::ServerAddress;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -72,6 +73,9 @@ pub struct CacheSettings {
     pub auth_ttl: Option<Duration>,
     /// How long a refused (user, password) pair is remembered (as a keyed hash); `None`: never.
     pub auth_negative_ttl: Option<Duration>,
+    /// How long after expiry a positive answer may still be served when no server can be
+    /// reached (`cache.stale-if-error`); `None`: never.
+    pub stale_if_error: Option<Duration>,
 }
 
 /// Defences against password guessing (issue 8): `throttle.*` and `forward.client-ip`.
@@ -89,8 +93,9 @@ pub struct Settings {
     /// The directory's name (`directory.<name>`).
     pub name: String,
     pub protocol: Protocol,
-    pub host: String,
-    pub port: u16,
+    /// The remote servers (`address`, alias `host`), tried in this order.
+    pub servers: Vec<ServerAddress>,
+    pub failover: FailoverSettings,
     pub tls: TlsSettings,
     /// Bound on one call's network work: connect, TLS, every read and write together.
     pub timeout: Duration,
@@ -109,15 +114,13 @@ pub struct Settings {
     pub guard: GuardSettings,
 }
 
-impl Settings {
-    /// `host:port` as it appears in messages.
-    pub fn server(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
+/// How long a server that failed at connection level is left alone (`failover.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailoverSettings {
+    /// The first pause after a failure; each further failure in a row doubles it.
+    pub backoff: Duration,
+    /// The longest pause.
+    pub max_backoff: Duration,
 }
 
 /// Files larger than this are not configuration files.
@@ -520,18 +523,6 @@ impl<'a> KeyReader<'a> {
             }
             None => return Err(self.error("type", "missing; expected imap, smtp or lmtp")),
         };
-        let host = match self.string("address", Some("host"))? {
-            Some(h) if valid_host(&h) => h,
-            Some(h) => {
-                return Err(self.error("address", format!("'{h}' is not a host name or IP address")))
-            }
-            None => {
-                return Err(self.error(
-                    "address",
-                    "missing: the remote server's host name or IP address",
-                ))
-            }
-        };
         let implicit = self
             .boolean("tls.implicit", Some("tls.enable"))?
             .unwrap_or(false);
@@ -566,6 +557,8 @@ impl<'a> KeyReader<'a> {
             Some(p) => p as u16,
             None => protocol.default_port(implicit),
         };
+        let servers = self.servers(port)?;
+        let failover = self.failover()?;
         let timeout = self
             .duration("timeout", None)?
             .unwrap_or(Duration::from_secs(30));
@@ -596,8 +589,8 @@ impl<'a> KeyReader<'a> {
         Ok(Settings {
             name: name.to_string(),
             protocol,
-            host,
-            port,
+            servers,
+            failover,
             tls,
             timeout,
             max_rcpts,
@@ -630,17 +623,53 @@ impl<'a> KeyReader<'a> {
         })
     }
 
+    /// `address` (alias `host`): one entry or a list; an entry without a port uses `port`.
+    fn servers(&mut self, port: u16) -> Result<Vec<ServerAddress>> {
+        let entries: Vec<&Value> = match self.take("address", Some("host"))? {
+            None => {
+                return Err(self.error(
+                    "address",
+                    "missing: the remote server's host name or IP address",
+                ))
+            }
+            Some((_, Value::Array(a))) => a.iter().collect(),
+            Some((_, v)) => vec![v],
+        };
+        crate::servers::parse_addresses(&entries, port).map_err(|msg| self.error("address", msg))
+    }
+
+    fn failover(&mut self) -> Result<FailoverSettings> {
+        let backoff = self
+            .duration("failover.backoff", None)?
+            .unwrap_or(Duration::from_secs(1));
+        let max_backoff = self
+            .duration("failover.max-backoff", None)?
+            .unwrap_or(Duration::from_secs(60));
+        if max_backoff < backoff {
+            return Err(self.error(
+                "failover.max-backoff",
+                format!("{max_backoff:?} is less than failover.backoff ({backoff:?})"),
+            ));
+        }
+        Ok(FailoverSettings {
+            backoff,
+            max_backoff,
+        })
+    }
+
     fn cache(&mut self) -> Result<Option<CacheSettings>> {
         let size = self.integer("cache.size", Some("cache.entries"), 1, MAX_CACHE_ENTRIES)?;
         let ttl_positive = self.duration("cache.ttl.positive", None)?;
         let ttl_negative = self.duration("cache.ttl.negative", None)?;
         let auth_ttl = self.duration("cache.auth-ttl", None)?;
         let auth_negative_ttl = self.duration("cache.auth-negative-ttl", None)?;
+        let stale_if_error = self.duration("cache.stale-if-error", None)?;
         if size.is_none()
             && ttl_positive.is_none()
             && ttl_negative.is_none()
             && auth_ttl.is_none()
             && auth_negative_ttl.is_none()
+            && stale_if_error.is_none()
         {
             return Ok(None);
         }
@@ -650,6 +679,7 @@ impl<'a> KeyReader<'a> {
             ttl_negative: ttl_negative.unwrap_or(Duration::from_secs(600)),
             auth_ttl,
             auth_negative_ttl,
+            stale_if_error,
         }))
     }
 
@@ -730,13 +760,6 @@ pub fn normalize_domain(d: &str) -> String {
     d.strip_suffix('.').unwrap_or(d).to_lowercase()
 }
 
-fn valid_host(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 255
-        && h.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -768,7 +791,7 @@ mod tests {
                 "[directory.d]\ntype = \"{ty}\"\naddress = \"h\"\ntls.implicit = {implicit}\n"
             );
             let s = cfg(&text).unwrap();
-            assert_eq!(s.port, port, "{ty} implicit={implicit}");
+            assert_eq!(s.servers[0].port, port, "{ty} implicit={implicit}");
         }
         let s = cfg(MINIMAL).unwrap();
         assert_eq!(s.timeout, Duration::from_secs(30));
@@ -778,7 +801,15 @@ mod tests {
         assert!(!s.tls.implicit && !s.tls.dangerous_allow_invalid_certs);
         assert_eq!(s.tls.backend, TlsBackend::Rustls);
         assert!(s.domains.is_empty() && s.cache.is_none());
-        assert_eq!(s.server(), "imap.example.org:143");
+        assert_eq!(s.servers.len(), 1);
+        assert_eq!(s.servers[0].to_string(), "imap.example.org:143");
+        assert_eq!(
+            s.failover,
+            FailoverSettings {
+                backoff: Duration::from_secs(1),
+                max_backoff: Duration::from_secs(60)
+            }
+        );
     }
 
     #[test]
@@ -787,7 +818,7 @@ mod tests {
         let new = "[directory.x]\ntype = \"smtp\"\naddress = \"mx\"\ntls.implicit = true\ntls.allow-invalid-certs = true\ncache.size = 50\ncache.ttl.positive = 3600\ncache.ttl.negative = \"10m\"\n";
         let a = cfg(old).unwrap();
         assert_eq!(a, cfg(new).unwrap());
-        assert_eq!(a.port, 465);
+        assert_eq!(a.servers[0].port, 465);
         let c = a.cache.unwrap();
         assert_eq!(
             (c.size, c.ttl_positive, c.ttl_negative),
@@ -811,7 +842,7 @@ cache.auth-ttl = "1m"
 "#;
         let s = cfg(text).unwrap();
         assert_eq!(s.protocol, Protocol::Lmtp);
-        assert_eq!(s.port, 11200);
+        assert_eq!(s.servers[0].port, 11200);
         assert_eq!(s.timeout, Duration::from_millis(500));
         assert_eq!(s.tls.ca_file.as_deref(), Some(Path::new("ca.pem")));
         assert_eq!((s.max_rcpts, s.max_auth_errors), (5, 2));
@@ -849,7 +880,7 @@ allow-invalid-certs = true
 domains = ["example.org"]
 "#;
         let s = load_str(text, Some("imap")).unwrap();
-        assert_eq!(s.port, 993);
+        assert_eq!(s.servers[0].port, 993);
         assert!(s.tls.implicit);
         assert_eq!(s.name, "imap");
     }

@@ -3,8 +3,7 @@
 use crate::cache::Cache;
 use crate::config::{self, normalize_domain, Protocol, Settings};
 use crate::error::{Error, Kind, Result};
-use crate::net::Transport;
-use crate::pool::Pool;
+use crate::servers::{Reply, Servers};
 use crate::session::{Outcome, Session};
 use crate::throttle::Throttle;
 use std::net::IpAddr;
@@ -21,8 +20,8 @@ pub const DIRECTORY_MAX_ADDRESS: usize = 320;
 /// Longest domain accepted by `directory_is_local_domain`, in bytes.
 pub const DIRECTORY_MAX_DOMAIN: usize = 255;
 
-/// A remote directory: its settings, its TLS context, its idle connections and its result
-/// cache. Shared by any number of threads; every call blocks the calling thread only.
+/// A remote directory: its settings, its servers (each with its TLS context and idle
+/// connections) and its result cache. Shared by any number of threads; every call blocks the calling thread only.
 pub struct Directory {
     inner: Arc<Inner>,
     /// The `pool.min-idle` keeper, when configured.
@@ -31,10 +30,30 @@ pub struct Directory {
 
 struct Inner {
     settings: Settings,
-    transport: Transport,
-    pool: Pool,
+    servers: Servers,
     cache: Option<Cache>,
     throttle: Option<Throttle>,
+}
+
+thread_local! {
+    /// What the thread's last OK answer needs said (today: that it was served stale).
+    static NOTICE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+fn set_notice(text: String) {
+    NOTICE.with(|n| *n.borrow_mut() = Some(text));
+}
+
+/// A note about this thread's last `auth` or `rcpt` that returned OK, when it needs one
+/// (taken once): an answer served from an expired cache entry because no server could be
+/// reached says so here. The C API puts it in `directory_last_error()`.
+pub fn take_notice() -> Option<String> {
+    NOTICE.with(|n| n.borrow_mut().take())
+}
+
+/// Forgets the thread's notice: every call starts without one.
+fn clear_notice() {
+    NOTICE.with(|n| n.borrow_mut().take());
 }
 
 impl Directory {
@@ -49,23 +68,17 @@ impl Directory {
     }
 
     pub fn with_settings(settings: Settings) -> Result<Self> {
-        let transport = Transport::new(&settings).map_err(|e| {
+        let servers = Servers::new(&settings).map_err(|e| {
             Error::new(
                 e.kind(),
                 format!("directory.{}.{}", settings.name, e.detail()),
             )
         })?;
-        let pool = Pool::new(
-            settings.max_connections,
-            settings.min_idle,
-            settings.wait_timeout,
-        );
         let cache = settings.cache.as_ref().map(Cache::new).transpose()?;
         let throttle = Throttle::new(settings.guard.throttle_user, settings.guard.throttle_client);
         let inner = Arc::new(Inner {
             settings,
-            transport,
-            pool,
+            servers,
             cache,
             throttle,
         });
@@ -96,6 +109,7 @@ impl Directory {
     /// beyond its `throttle.*` budget is `Kind::Throttled` (TEMPORARY), without traffic;
     /// only then is the server asked.
     pub fn auth_from(&self, user: &str, secret: &str, client_ip: Option<IpAddr>) -> Result<()> {
+        clear_notice();
         check_text("user", user, DIRECTORY_MAX_USER)?;
         check_secret(secret)?;
         // `::ffff:203.0.113.5` from a dual-stack socket is the same client as `203.0.113.5`.
@@ -118,7 +132,13 @@ impl Directory {
             Some(throttle) => Some(throttle.begin(user, client_ip, now)?),
             None => None,
         };
-        let result = inner.call(|session| session.auth(&inner.settings, user, secret));
+        let result = match inner.call(|session| session.auth(&inner.settings, user, secret)) {
+            Reply::Answer(result) => result,
+            // The ticket drops: its attempts are given back, nothing was asked.
+            Reply::Unreachable(e) => {
+                return stale_if_error(e, || cache.is_some_and(|c| c.login_was_known(user, secret)))
+            }
+        };
         match &result {
             Ok(()) => {
                 if let Some(cache) = cache {
@@ -146,6 +166,7 @@ impl Directory {
     /// `Kind::Rejected` when it refused it; `Kind::Unsupported` on an IMAP directory.
     /// `lookup.domains` is not consulted.
     pub fn rcpt(&self, address: &str) -> Result<()> {
+        clear_notice();
         check_address(address)?;
         let inner = &*self.inner;
         if inner.settings.protocol == Protocol::Imap {
@@ -160,11 +181,18 @@ impl Directory {
         if let Some(known) = inner.cache.as_ref().and_then(|c| c.rcpt(address)) {
             return known;
         }
-        let result = inner.call(|session| session.rcpt(&inner.settings, address));
-        if let Some(cache) = &inner.cache {
-            cache.remember_rcpt(address, &result);
+        let cache = inner.cache.as_ref();
+        match inner.call(|session| session.rcpt(&inner.settings, address)) {
+            Reply::Answer(result) => {
+                if let Some(cache) = cache {
+                    cache.remember_rcpt(address, &result);
+                }
+                result
+            }
+            Reply::Unreachable(e) => {
+                stale_if_error(e, || cache.is_some_and(|c| c.rcpt_existed(address)))
+            }
         }
-        result
     }
 
     /// Is `domain` in `lookup.domains`? Case-insensitive; a trailing dot is ignored.
@@ -185,14 +213,14 @@ impl Directory {
         }
     }
 
-    /// Connections open now (idle and in use).
+    /// Connections open now (idle and in use), on every server.
     pub fn open_connections(&self) -> usize {
-        self.inner.pool.open_connections()
+        self.inner.servers.open_connections()
     }
 
-    /// Connections open and idle now.
+    /// Connections open and idle now, on every server.
     pub fn idle_connections(&self) -> usize {
-        self.inner.pool.idle_connections()
+        self.inner.servers.idle_connections()
     }
 
     /// Entries in the result cache now: (recipients, logins).
@@ -201,29 +229,26 @@ impl Directory {
     }
 }
 
+/// When no server could be reached (`e`, TEMPORARY): OK if `known` finds a positive answer
+/// that expired less than `cache.stale-if-error` ago, with a notice saying so. Never for a
+/// server's answer (TEMPORARY included), never from a refusal, and the stale entry is not
+/// renewed by it.
+fn stale_if_error(e: Error, known: impl FnOnce() -> bool) -> Result<()> {
+    if known() {
+        set_notice(format!(
+            "OK from an expired cache entry (cache.stale-if-error): {e}"
+        ));
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
 impl Inner {
-    /// Runs one operation on a pooled session. A reused session that the server closed while
-    /// it was idle is replaced once by a fresh connection, so the caller gets the real answer.
-    fn call(&self, op: impl Fn(Session) -> Outcome) -> Result<()> {
-        let mut slot = self.pool.acquire()?;
-        let deadline = Instant::now() + self.settings.timeout;
-        if let Some(mut session) = slot.take_idle() {
-            session.set_deadline(deadline);
-            match op(session) {
-                (Err(e), None) if e.kind() == Kind::Network => {
-                    // Stale: its idle siblings probably went the same way.
-                    self.pool.drain_idle();
-                }
-                (result, back) => {
-                    slot.release(back);
-                    return result;
-                }
-            }
-        }
-        let session = Session::open(&self.settings, &self.transport, deadline)?;
-        let (result, back) = op(session);
-        slot.release(back);
-        result
+    /// Runs one operation on a session of the first server that can be reached
+    /// (`servers.rs`); when none can, says so with an error naming each server.
+    fn call(&self, op: impl Fn(Session) -> Outcome) -> Reply {
+        self.servers.call(&self.settings, op)
     }
 
     /// Ends idle sessions politely, with a short bound on each.
@@ -239,9 +264,9 @@ impl Inner {
 impl Drop for Directory {
     fn drop(&mut self) {
         if let Some(keeper) = self.keeper.take() {
-            keeper.stop(&self.inner.pool);
+            keeper.stop(&self.inner.servers);
         }
-        self.inner.close_idle(self.inner.pool.drain_idle());
+        self.inner.close_idle(self.inner.servers.drain_idle());
     }
 }
 
@@ -275,17 +300,26 @@ impl Keeper {
     }
 
     /// Stops the thread; waits for it, which is at most one connection attempt (`timeout`).
-    fn stop(self, pool: &Pool) {
-        pool.close();
+    fn stop(self, servers: &Servers) {
+        for server in servers.iter() {
+            server.pool().close();
+        }
         let _ = self.thread.join();
     }
 }
 
+/// Keeps sessions ready on the server calls go to now (the first one up).
 fn keep_idle(inner: &Inner) {
-    let pool = &inner.pool;
-    while pool.wait_for_demand(KEEPER_TICK) {
+    loop {
+        let server = inner.servers.preferred();
+        let pool = server.pool();
+        if !pool.wait_for_demand(KEEPER_TICK) {
+            return;
+        }
         if let Some(cutoff) = Instant::now().checked_sub(KEEPER_MAX_IDLE) {
-            inner.close_idle(pool.drain_idle_since(cutoff));
+            for server in inner.servers.iter() {
+                inner.close_idle(server.pool().drain_idle_since(cutoff));
+            }
         }
         while pool.idle_connections() < inner.settings.min_idle {
             let Some(slot) = pool.try_reserve() else {
@@ -296,7 +330,7 @@ fn keep_idle(inner: &Inner) {
                 break;
             };
             let deadline = Instant::now() + inner.settings.timeout;
-            match Session::open(&inner.settings, &inner.transport, deadline) {
+            match Session::open(&inner.settings, server.transport(), deadline) {
                 Ok(session) => slot.release(Some(session)),
                 Err(_) => {
                     // The server is down or refusing: calls will report it; retry calmly.

@@ -26,8 +26,8 @@ impl Settings {
         let cache = self.cache.as_ref();
         vec![
             ("type", text(self.protocol.name())),
-            ("address", text(&self.host)),
-            ("port", int(self.port.into())),
+            ("address", self.address_value()),
+            ("port", int(self.servers[0].port.into())),
             ("tls.implicit", Some(Value::Boolean(self.tls.implicit))),
             (
                 "tls.backend",
@@ -59,6 +59,8 @@ impl Settings {
             ("pool.max-connections", int(self.max_connections as u64)),
             ("pool.min-idle", int(self.min_idle as u64)),
             ("pool.timeout.wait", dur(self.wait_timeout)),
+            ("failover.backoff", dur(self.failover.backoff)),
+            ("failover.max-backoff", dur(self.failover.max_backoff)),
             ("cache.size", cache.and_then(|c| int(c.size as u64))),
             (
                 "cache.ttl.positive",
@@ -77,6 +79,10 @@ impl Settings {
                 cache.and_then(|c| c.auth_negative_ttl).and_then(dur),
             ),
             (
+                "cache.stale-if-error",
+                cache.and_then(|c| c.stale_if_error).and_then(dur),
+            ),
+            (
                 "throttle.user",
                 self.guard
                     .throttle_user
@@ -89,6 +95,19 @@ impl Settings {
                     .map(|r| Value::String(r.to_string())),
             ),
         ]
+    }
+}
+
+impl Settings {
+    /// `address` as written back: the host of a single server (its port is `port`), or
+    /// every server as `host:port` (`[v6]:port`).
+    fn address_value(&self) -> Option<Value> {
+        match self.servers.as_slice() {
+            [one] => Some(Value::String(one.host.clone())),
+            many => Some(Value::Array(
+                many.iter().map(|s| Value::String(s.to_string())).collect(),
+            )),
+        }
     }
 }
 
@@ -281,6 +300,7 @@ mod tests {
         let texts = [
             "[directory.imap]\ntype = \"imap\"\nhost = \"imap.example.org\"\n",
             "[directory.\"my lmtp\"]\ntype = \"lmtp\"\naddress = \"::1\"\nport = 11200\ntimeout = \"1500ms\"\ntls.enable = true\ntls.ca-file = \"/etc/ca.pem\"\nlookup.domains = [\"Example.ORG.\"]\npool = { max-connections = 3, min-idle = 1 }\ncache.entries = 7\ncache.auth-ttl = \"1m\"\ncache.auth-negative-ttl = \"5m\"\nthrottle.user = \"10/10m\"\nthrottle.client = \"3/1500ms\"\n",
+            "[directory.smtp]\ntype = \"smtp\"\naddress = [\"mx1\", \"[2001:db8::1]:2525\"]\nport = 587\nfailover.backoff = \"2s\"\ncache.stale-if-error = \"1d\"\n",
         ];
         for text in texts {
             let settings = load_str(text, None).unwrap();

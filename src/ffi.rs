@@ -91,7 +91,13 @@ fn set_last_error(message: &str) {
 /// Sets the thread's last error from the outcome of a call and returns its result.
 fn finish(outcome: crate::error::Result<()>) -> directory_result {
     match outcome {
-        Ok(()) => DIRECTORY_RESULT_OK,
+        Ok(()) => {
+            // An OK that needs a word (served stale: `cache.stale-if-error`) says so.
+            if let Some(notice) = crate::directory::take_notice() {
+                set_last_error(&notice);
+            }
+            DIRECTORY_RESULT_OK
+        }
         Err(e) => {
             set_last_error(&e.to_string());
             result_of(e.kind())
@@ -422,7 +428,9 @@ pub extern "C" fn directory_close(dir: *mut directory) {
 /// `imap.example.org:993: AUTHENTICATE PLAIN: NO [AUTHENTICATIONFAILED] Authentication failed.`
 ///
 /// Every call but this one, `directory_result_name` and `directory_version` resets it; it is
-/// "" after a call that returned OK. The pointer stays valid until the next call on the
+/// "" after a call that returned OK, except an OK that `directory_auth` or `directory_rcpt`
+/// answered from an expired cache entry because no server could be reached
+/// (`cache.stale-if-error`): then it says so and names each server's error. The pointer stays valid until the next call on the
 /// same thread; never NULL; do not free it. Thread-safe (each thread has its own).
 #[no_mangle]
 pub extern "C" fn directory_last_error() -> *const c_char {

@@ -13,6 +13,7 @@ pub mod imap;
 mod net;
 mod pool;
 mod secret;
+mod servers;
 mod session;
 pub mod smtp;
 mod suggest;
@@ -22,7 +23,7 @@ pub mod throttle;
 pub mod ffi;
 
 pub use directory::{
-    parse_client_ip, Directory, DIRECTORY_MAX_ADDRESS, DIRECTORY_MAX_CLIENT_IP,
+    parse_client_ip, take_notice, Directory, DIRECTORY_MAX_ADDRESS, DIRECTORY_MAX_CLIENT_IP,
     DIRECTORY_MAX_DOMAIN, DIRECTORY_MAX_SECRET, DIRECTORY_MAX_USER,
 };
 pub use error::{Error, Kind, Result};

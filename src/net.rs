@@ -1,7 +1,7 @@
 //! Transport: TCP with a per-call deadline, TLS (rustls; native-tls behind a feature),
 //! the STARTTLS upgrade, and one bounded line reader over all of it.
 
-use crate::config::{Settings, TlsBackend};
+use crate::config::{ServerAddress, Settings, TlsBackend};
 use crate::error::{Error, Kind, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 /// well under 1 KiB; anything near this bound is garbage or an attack on memory.
 pub const MAX_LINE: usize = 8192;
 
-/// What every connection of one handle shares: built once at open, so the root store is
+/// What every connection to one server shares: built once at open, so the root store is
 /// parsed once and TLS sessions resume across reconnects (rustls keeps its ticket cache in
-/// the `ClientConfig`).
+/// the `ClientConfig`, which the servers of one handle share: tickets are kept per name).
 pub struct Transport {
+    address: ServerAddress,
     trace: Option<Arc<Trace>>,
     rustls: Arc<ClientConfig>,
     server_name: ServerName<'static>,
@@ -31,7 +32,8 @@ pub struct Transport {
 }
 
 impl Transport {
-    pub fn new(settings: &Settings) -> Result<Self> {
+    /// One transport per server of `settings.servers`, in the same order.
+    pub fn per_server(settings: &Settings) -> Result<Vec<Self>> {
         let ca_certs = match &settings.tls.ca_file {
             Some(path) => read_ca_file(path)?,
             None => Vec::new(),
@@ -59,22 +61,38 @@ impl Transport {
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         };
-        let server_name = ServerName::try_from(settings.host.clone()).map_err(|_| {
-            Error::config(format!(
-                "address: '{}' is not a valid TLS server name",
-                settings.host
-            ))
-        })?;
-        Ok(Transport {
-            trace: Trace::from_env().map(Arc::new),
-            rustls: Arc::new(config),
-            server_name,
-            #[cfg(feature = "native-tls")]
-            native: match settings.tls.backend {
-                TlsBackend::Native => Some(native_connector(settings, &ca_certs)?),
-                TlsBackend::Rustls => None,
-            },
-        })
+        let trace = Trace::from_env().map(Arc::new);
+        let rustls = Arc::new(config);
+        #[cfg(feature = "native-tls")]
+        let native = match settings.tls.backend {
+            TlsBackend::Native => Some(native_connector(settings, &ca_certs)?),
+            TlsBackend::Rustls => None,
+        };
+        settings
+            .servers
+            .iter()
+            .map(|address| {
+                let server_name = ServerName::try_from(address.host.clone()).map_err(|_| {
+                    Error::config(format!(
+                        "address: '{}' is not a valid TLS server name",
+                        address.host
+                    ))
+                })?;
+                Ok(Transport {
+                    address: address.clone(),
+                    trace: trace.clone(),
+                    rustls: rustls.clone(),
+                    server_name,
+                    #[cfg(feature = "native-tls")]
+                    native: native.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The server this transport connects to.
+    pub fn address(&self) -> &ServerAddress {
+        &self.address
     }
 }
 
@@ -295,18 +313,19 @@ impl Connection {
     /// Connects to each resolved address in turn until one answers, then does the implicit
     /// TLS handshake when configured.
     pub fn open(settings: &Settings, tls: &Transport, deadline: Instant) -> Result<Self> {
-        let addrs: Vec<SocketAddr> = (settings.host.as_str(), settings.port)
+        let server = &tls.address;
+        let addrs: Vec<SocketAddr> = (server.host.as_str(), server.port)
             .to_socket_addrs()
             .map_err(|e| {
                 Error::new(
                     Kind::Network,
-                    format!("cannot resolve {}: {e}", settings.host),
+                    format!("cannot resolve {}: {e}", server.host),
                 )
             })?
             .collect();
         let mut last = Error::new(
             Kind::Network,
-            format!("{} resolves to no address", settings.host),
+            format!("{} resolves to no address", server.host),
         );
         for addr in addrs {
             let left = remaining(deadline)?;
@@ -390,7 +409,7 @@ impl Connection {
                 Stream::Rustls(Box::new(rustls_handshake(tls, tcp, self.deadline)?))
             }
             #[cfg(feature = "native-tls")]
-            TlsBackend::Native => Stream::Native(Box::new(native_handshake(settings, tls, tcp)?)),
+            TlsBackend::Native => Stream::Native(Box::new(native_handshake(tls, tcp)?)),
             #[cfg(not(feature = "native-tls"))]
             TlsBackend::Native => {
                 // config rejects `tls.backend = "native"` when the feature is off.
@@ -576,22 +595,20 @@ fn rustls_handshake(
 }
 
 #[cfg(feature = "native-tls")]
-fn native_handshake(
-    settings: &Settings,
-    tls: &Transport,
-    tcp: TcpStream,
-) -> Result<native_tls::TlsStream<TcpStream>> {
+fn native_handshake(tls: &Transport, tcp: TcpStream) -> Result<native_tls::TlsStream<TcpStream>> {
     let Some(connector) = &tls.native else {
         return Err(Error::new(Kind::Internal, "native TLS connector missing"));
     };
-    connector.connect(&settings.host, tcp).map_err(|e| match e {
-        native_tls::HandshakeError::Failure(e) => {
-            Error::new(Kind::Tls, format!("TLS handshake: {e}"))
-        }
-        native_tls::HandshakeError::WouldBlock(_) => {
-            Error::new(Kind::Timeout, "TLS handshake: timed out")
-        }
-    })
+    connector
+        .connect(&tls.address.host, tcp)
+        .map_err(|e| match e {
+            native_tls::HandshakeError::Failure(e) => {
+                Error::new(Kind::Tls, format!("TLS handshake: {e}"))
+            }
+            native_tls::HandshakeError::WouldBlock(_) => {
+                Error::new(Kind::Timeout, "TLS handshake: timed out")
+            }
+        })
 }
 
 /// Acknowledge the next segments at once (Linux; the kernel clears the flag by itself, so it

@@ -16,6 +16,8 @@ enum Link {
 
 pub struct Session {
     link: Link,
+    /// `host:port` of the server, for messages.
+    server: String,
     /// RCPT TO commands sent on this connection.
     rcpts: u32,
     /// Failed authentications on this connection.
@@ -27,15 +29,17 @@ pub type Outcome = (Result<()>, Option<Session>);
 
 impl Session {
     pub fn open(settings: &Settings, tls: &Transport, deadline: Instant) -> Result<Self> {
+        let server = tls.address().to_string();
         let link = match settings.protocol {
             Protocol::Imap => ImapSession::connect(settings, tls, deadline).map(Link::Imap),
             Protocol::Smtp | Protocol::Lmtp => {
                 SmtpSession::connect(settings, tls, deadline).map(Link::Smtp)
             }
         }
-        .map_err(|e| e.with_server(&settings.server()))?;
+        .map_err(|e| e.with_server(&server))?;
         Ok(Session {
             link,
+            server,
             rcpts: 0,
             auth_errors: 0,
         })
@@ -59,7 +63,7 @@ impl Session {
         if !conn.is_tls() && !conn.is_loopback() {
             // Nothing was sent: the connection is as good as before.
             return (
-                Err(Error::cleartext().with_server(&settings.server())),
+                Err(Error::cleartext().with_server(&self.server)),
                 Some(self),
             );
         }
@@ -71,7 +75,7 @@ impl Session {
             Link::Smtp(s) => s.login(user, secret),
         };
         self.connection().set_redactor(None);
-        let result = result.map_err(|e| e.redacted(&redactor).with_server(&settings.server()));
+        let result = result.map_err(|e| e.redacted(&redactor).with_server(&self.server));
         match result {
             Ok(()) => {
                 let reusable = match &mut self.link {
@@ -106,7 +110,7 @@ impl Session {
             )),
             Link::Smtp(s) => s.rcpt(address),
         }
-        .map_err(|e| e.with_server(&settings.server()));
+        .map_err(|e| e.with_server(&self.server));
         match result {
             Err(e) if e.kind().breaks_connection() => (Err(e), None),
             result => {
