@@ -1,10 +1,12 @@
 # remote-directory: the Rust library (built by cargo) and the C programs of c-examples/.
 #
-#   make                      cargo build --release, then the C programs into c-examples/build/
+#   make                      cargo build --release, then the C programs into c-examples/build/,
+#                             and the manual pages into man/build/ (scdoc)
 #   make install              PREFIX=/usr/local DESTDIR= (PAMDIR=$(LIBDIR)/security)
 #   make uninstall            same variables as install
 #   make test-c               c-examples/tests/run.sh (needs RD_SERVERS_ENV, see tests/servers/README.md)
-#   make clean                remove c-examples/build/ (`make distclean` also runs cargo clean)
+#   make man                  only the manual pages
+#   make clean                remove c-examples/build/ and man/build/ (`make distclean` also runs cargo clean)
 #
 # The programs in c-examples/build/ use the shared library from target/release (through an
 # rpath) and run in place. `make install` relinks them for $(LIBDIR). The PAM module always
@@ -60,9 +62,9 @@ INSTALL_RPATH = $(if $(filter $(SYSTEM_LIBDIRS),$(LIBDIR)),,-Wl,-rpath,$(LIBDIR)
 PC_LIBDIR     = $(if $(filter $(EXEC_PREFIX)/lib,$(LIBDIR)),$${exec_prefix}/lib,$(LIBDIR))
 PC_INCLUDEDIR = $(if $(filter $(PREFIX)/include,$(INCLUDEDIR)),$${prefix}/include,$(INCLUDEDIR))
 
-.PHONY: all lib programs c-programs install uninstall test-c clean distclean
+.PHONY: all lib programs c-programs man install install-man uninstall uninstall-man test-c clean distclean
 
-all: programs
+all: programs man
 
 # cargo decides what is stale; the C programs are relinked whenever it ran.
 lib:
@@ -108,7 +110,7 @@ $(BUILD)/remote_directory.pc: remote_directory.pc.in Cargo.toml Makefile | $(BUI
 
 # The .pc file depends on PREFIX and friends, so install always regenerates it, and relinks
 # the programs with the rpath of their final place.
-install: programs
+install: programs install-man
 	rm -f $(BUILD)/remote_directory.pc
 	@$(MAKE) --no-print-directory $(BUILD)/remote_directory.pc
 	@soname=$$(readelf -d $(SO) | sed -n 's/.*(SONAME).*\[\(.*\)\].*/\1/p'); \
@@ -137,7 +139,7 @@ install: programs
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then \
 		echo ldconfig; ldconfig; fi
 
-uninstall:
+uninstall: uninstall-man
 	rm -f $(DESTDIR)$(LIBDIR)/$(LIBNAME).so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 		$(DESTDIR)$(LIBDIR)/$(LIBNAME).so $(DESTDIR)$(LIBDIR)/$(LIBNAME).a \
 		$(DESTDIR)$(INCLUDEDIR)/remote_directory.h \
@@ -145,11 +147,34 @@ uninstall:
 		$(DESTDIR)$(BINDIR)/directory-check $(DESTDIR)$(BINDIR)/checkpassword-remote-directory \
 		$(DESTDIR)$(SBINDIR)/policy-remote-directory $(DESTDIR)$(PAMDIR)/$(PAM)
 
+# Manual pages: scdoc(1) turns man/NAME.SECTION.scd into roff in man/build/NAME.SECTION;
+# `make install` puts each under $(MANDIR)/manSECTION. man/check.sh is their test.
+MANDIR   ?= $(PREFIX)/share/man
+SCDOC    ?= scdoc
+MANBUILD  = man/build
+MANPAGES  = $(patsubst man/%.scd,$(MANBUILD)/%,$(wildcard man/*.scd))
+
+man: $(MANPAGES)
+
+# Through a temporary file: scdoc writes part of a page before it stops at an error.
+$(MANBUILD)/%: man/%.scd
+	@mkdir -p $(MANBUILD)
+	$(SCDOC) <$< >$@.tmp && mv $@.tmp $@ || { rm -f $@.tmp; exit 1; }
+
+install-man: man
+	for page in $(MANPAGES); do \
+		dir=$(DESTDIR)$(MANDIR)/man$${page##*.}; \
+		$(INSTALL) -d $$dir && $(INSTALL) -m 644 $$page $$dir/ || exit 1; done
+
+uninstall-man:
+	for page in $(MANPAGES); do \
+		rm -f $(DESTDIR)$(MANDIR)/man$${page##*.}/$${page##*/}; done
+
 test-c: programs
 	bash c-examples/tests/run.sh
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(MANBUILD)
 
 distclean: clean
 	$(CARGO) clean

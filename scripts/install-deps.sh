@@ -18,12 +18,15 @@ set -euo pipefail
 #   iproute2                               `ss`, to see whether a test port is taken
 #   valgrind                               memory checks of the C API
 #   python3 python3-venv python3-pip       the Python bindings' tests and the server self-test
+#   scdoc man-db bsdextrautils             manual pages: scdoc builds them (`make`), man/lexgrog/col
+#                                          check that they render (man/check.sh)
 PACKAGES=(
     build-essential pkg-config libssl-dev openssl
     dovecot-core dovecot-imapd dovecot-lmtpd dovecot-submissiond postfix
     libpam0g-dev libpam-wrapper pamtester
     iproute2 valgrind
     python3 python3-venv python3-pip
+    scdoc man-db bsdextrautils
 )
 
 check_only=false

@@ -7,7 +7,7 @@
 # checks formatting, lints and the committed header, starts a throwaway Dovecot and Postfix
 # on loopback (tests/servers/servers.sh), then runs the Rust tests (unit, scripted peers,
 # real servers, C API, reliability), the C programs' tests, the C API under valgrind and
-# sanitizers, and the Python package's tests. Any failure
+# sanitizers, the manual pages, and the Python package's tests. Any failure
 # stops it with a non-zero status; nothing is skipped. RD_PORT_BASE (default 10000) moves
 # the servers' ports when another set already runs.
 set -euo pipefail
@@ -44,6 +44,9 @@ cargo test --all-features
 
 step "C programs, PAM module, checkpassword, policy service (against an installed copy)"
 make -C "$root" test-c
+
+step "manual pages (build, render without warnings, install, up to date)"
+man/check.sh
 
 step "C API under valgrind memcheck and ASan+UBSan (hostile input, 16-thread stress)"
 bash tests/c/run.sh
