@@ -110,7 +110,7 @@ $(BUILD)/remote_directory.pc: remote_directory.pc.in Cargo.toml Makefile | $(BUI
 
 # The .pc file depends on PREFIX and friends, so install always regenerates it, and relinks
 # the programs with the rpath of their final place.
-install: programs install-man
+install: programs install-man install-contrib
 	rm -f $(BUILD)/remote_directory.pc
 	@$(MAKE) --no-print-directory $(BUILD)/remote_directory.pc
 	@soname=$$(readelf -d $(SO) | sed -n 's/.*(SONAME).*\[\(.*\)\].*/\1/p'); \
@@ -139,7 +139,7 @@ install: programs install-man
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then \
 		echo ldconfig; ldconfig; fi
 
-uninstall: uninstall-man
+uninstall: uninstall-man uninstall-contrib
 	rm -f $(DESTDIR)$(LIBDIR)/$(LIBNAME).so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 		$(DESTDIR)$(LIBDIR)/$(LIBNAME).so $(DESTDIR)$(LIBDIR)/$(LIBNAME).a \
 		$(DESTDIR)$(INCLUDEDIR)/remote_directory.h \
@@ -178,3 +178,17 @@ clean:
 
 distclean: clean
 	$(CARGO) clean
+
+# Scripts for other programs (contrib/): the Dovecot Lua passdb that asks remote-directoryd's
+# auth_http endpoint, for Dovecot 2.4, which has no checkpassword passdb (README, "Dovecot 2.4").
+DATADIR ?= $(PREFIX)/share
+CONTRIB = contrib/dovecot-passdb.lua
+
+.PHONY: install-contrib uninstall-contrib
+install-contrib:
+	$(INSTALL) -d $(DESTDIR)$(DATADIR)/remote-directory
+	$(INSTALL) -m 644 $(CONTRIB) $(DESTDIR)$(DATADIR)/remote-directory/
+
+uninstall-contrib:
+	rm -f $(addprefix $(DESTDIR)$(DATADIR)/remote-directory/,$(notdir $(CONTRIB)))
+	-rmdir $(DESTDIR)$(DATADIR)/remote-directory 2>/dev/null

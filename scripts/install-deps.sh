@@ -18,6 +18,10 @@ set -euo pipefail
 #   iproute2                               `ss`, to see whether a test port is taken
 #   valgrind                               memory checks of the C API
 #   python3 python3-venv python3-pip       the Python bindings' tests and the server self-test
+#   sasl2-bin libsasl2-modules             testsaslauthd, and Cyrus SASL's PLAIN/LOGIN for Postfix
+#                                          smtpd_sasl_type = cyrus asking the daemon's saslauthd socket
+#   nginx-light libnginx-mod-mail          nginx's mail proxy asking the daemon's auth_http endpoint
+#   dovecot-auth-lua                       Dovecot's Lua passdb running contrib/dovecot-passdb.lua
 #   scdoc man-db bsdextrautils             manual pages: scdoc builds them (`make`), man/lexgrog/col
 #                                          check that they render (man/check.sh)
 PACKAGES=(
@@ -27,6 +31,7 @@ PACKAGES=(
     iproute2 valgrind
     python3 python3-venv python3-pip
     scdoc man-db bsdextrautils
+    sasl2-bin libsasl2-modules nginx-light libnginx-mod-mail dovecot-auth-lua
 )
 
 check_only=false

@@ -15,6 +15,8 @@
 #   IMAP +143  IMAPS +993  LMTP +24  submission +587  submissions +465
 #   Postfix SMTP +25  Postfix SMTP with policy check +27  policy service +40 (not started)
 #   Dovecot auth (SASL for Postfix) +30
+#   Postfix SMTP asking remote-directoryd (password protocols, issue 10): Dovecot SASL +3525,
+#   the same for SASL service "down" +3526, Cyrus SASL (saslauthd protocol) +3527, "down" +3528
 # RD_START_TIMEOUT (seconds, default 20) bounds how long `start` waits for the greetings.
 #
 # Must run as root: Postfix's master and Dovecot's master need it (privilege separation).
@@ -70,6 +72,9 @@ set_paths() {
     DSTATE=$DIR/state/dovecot
     MAIL=$DIR/mail
     PCONF=$DIR/postfix
+    # Where the tests of remote-directoryd's password protocols put the daemon's sockets;
+    # the smtpd services of daemon_sasl_services connect there lazily, at the first AUTH.
+    DAEMON_SOCKETS=$DIR/daemon
     PQUEUE=$DIR/postfix-queue
     PDATA=$DIR/postfix-data
     DOVECOT_PID=$DRUN/master.pid
@@ -79,8 +84,8 @@ set_paths() {
 
 set_ports() {
     local base=${RD_PORT_BASE:-10000}
-    if ! [[ "$base" =~ ^[0-9]+$ ]] || ((base < 1024 || base + 993 > 65535)); then
-        die "RD_PORT_BASE='$base' must be a number from 1024 to $((65535 - 993))"
+    if ! [[ "$base" =~ ^[0-9]+$ ]] || ((base < 1024 || base + 3999 > 65535)); then
+        die "RD_PORT_BASE='$base' must be a number from 1024 to $((65535 - 3999))"
     fi
     IMAP_PORT=$((base + 143))
     IMAPS_PORT=$((base + 993))
@@ -91,9 +96,15 @@ set_ports() {
     POLICY_SMTP_PORT=$((base + 27))
     POLICY_PORT=$((base + 40))
     SASL_PORT=$((base + 30))
+    DAEMON_SASL_SMTP_PORT=$((base + 3525))
+    DAEMON_SASL_DOWN_SMTP_PORT=$((base + 3526))
+    CYRUS_SMTP_PORT=$((base + 3527))
+    CYRUS_DOWN_SMTP_PORT=$((base + 3528))
 }
 
-# "name port" pairs of everything `start` must see listening (the policy port is not one).
+# "name port" pairs of everything `start` must see listening (the policy port is not one,
+# nor the smtpd services of daemon_sasl_services: their smtpd exits at the first connection
+# while no remote-directoryd listens, and master then holds the service back for a minute).
 port_list() {
     cat <<EOF
 RD_IMAP_PORT $IMAP_PORT
@@ -396,6 +407,7 @@ EOF
 127.0.0.1:$SMTP_PORT inet n - n - - smtpd
 127.0.0.1:$POLICY_SMTP_PORT inet n - n - - smtpd
   -o smtpd_recipient_restrictions=\$rd_policy_recipient_restrictions
+$(daemon_sasl_services)
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -419,10 +431,40 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
+    gen_cyrus_sasl_conf
     # Postfix will not read a table or main.cf that changed less than ~2 s ago: it pauses
     # ("let it settle down") until the file is older, which cost every start 2 s and every
     # new smtpd process as much.  Files we just wrote are complete, so date them back.
     touch -d "@$(($(date +%s) - 60))" "$PCONF/main.cf" "$PCONF/master.cf" "$PCONF/vmailbox"
+}
+
+# smtpd services whose SASL is remote-directoryd (issue 10): AUTH in plain text on loopback
+# (no STARTTLS needed), Dovecot's protocol at DAEMON_SOCKETS/dovecot-auth, Cyrus SASL with
+# pwcheck_method saslauthd at DAEMON_SOCKETS/saslauthd. The "down" twins name the SASL
+# service "down", which the tests map to a directory whose server does not answer.
+daemon_sasl_services() {
+    local common="-o smtpd_tls_auth_only=no -o smtpd_sasl_auth_enable=yes"
+    local dovecot="-o smtpd_sasl_type=dovecot -o smtpd_sasl_path=$DAEMON_SOCKETS/dovecot-auth"
+    local cyrus="-o smtpd_sasl_type=cyrus -o smtpd_sasl_path=smtpd -o cyrus_sasl_config_path=$PCONF/sasl"
+    cat <<EOF
+127.0.0.1:$DAEMON_SASL_SMTP_PORT inet n - n - - smtpd $common $dovecot
+127.0.0.1:$DAEMON_SASL_DOWN_SMTP_PORT inet n - n - - smtpd $common $dovecot
+  -o smtpd_sasl_service=down
+127.0.0.1:$CYRUS_SMTP_PORT inet n - n - - smtpd $common $cyrus
+127.0.0.1:$CYRUS_DOWN_SMTP_PORT inet n - n - - smtpd $common $cyrus
+  -o smtpd_sasl_service=down
+EOF
+}
+
+# Cyrus SASL's configuration of the smtpd application (cyrus_sasl_config_path above).
+gen_cyrus_sasl_conf() {
+    mkdir -p -- "$PCONF/sasl" "$DAEMON_SOCKETS"
+    chmod 755 "$DAEMON_SOCKETS"
+    cat >"$PCONF/sasl/smtpd.conf" <<EOF
+pwcheck_method: saslauthd
+saslauthd_path: $DAEMON_SOCKETS/saslauthd
+mech_list: PLAIN LOGIN
+EOF
 }
 
 write_env() {
@@ -438,6 +480,11 @@ RD_POLICY_SMTP_PORT=$POLICY_SMTP_PORT
 RD_POLICY_PORT=$POLICY_PORT
 RD_SASL_PORT=$SASL_PORT
 RD_DIR=$DIR
+RD_DAEMON_SASL_SMTP_PORT=$DAEMON_SASL_SMTP_PORT
+RD_DAEMON_SASL_DOWN_SMTP_PORT=$DAEMON_SASL_DOWN_SMTP_PORT
+RD_CYRUS_SMTP_PORT=$CYRUS_SMTP_PORT
+RD_CYRUS_DOWN_SMTP_PORT=$CYRUS_DOWN_SMTP_PORT
+RD_DAEMON_SOCKETS=$DAEMON_SOCKETS
 EOF
     mv -f "$ENV_FILE.new" "$ENV_FILE"
 }
