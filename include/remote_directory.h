@@ -38,6 +38,26 @@
 #define MAX_KEYS 65536
 
 /*
+ The version this code speaks.
+ */
+#define VERSION 1
+
+/*
+ Longest request body: a directory name, a user, a 4096-byte secret and an address fit.
+ */
+#define MAX_REQUEST (8 * 1024)
+
+/*
+ Longest response body; a longer error detail is cut when it is encoded.
+ */
+#define MAX_RESPONSE (4 * 1024)
+
+/*
+ Longest directory name in a request.
+ */
+#define MAX_DIRECTORY_NAME 1024
+
+/*
  Result of every call. Values are ABI: never renumbered, never reused.
  */
 enum directory_result
@@ -222,6 +242,23 @@ const char *directory_result_name(uint32_t result);
  The library's version, e.g. "0.1.0". Static string; thread-safe.
  */
 const char *directory_version(void);
+
+/*
+ This process's call statistics in the Prometheus text format (version 0.0.4): the
+ counters and histograms of every directory opened in this process, under the names
+ remote-directoryd serves on `/metrics` (`remote_directory_calls_total{directory,op,result}`,
+ `remote_directory_call_duration_seconds`, `remote_directory_cache_hits_total`,
+ `remote_directory_connections_total`, ...). Counters are per directory name and live as
+ long as the process, across `directory_close` and reopening.
+
+ Writes the text and a terminating NUL into `buf` of `size` bytes, and the size it needs
+ (text plus NUL) into `*needed` when `needed` is not NULL. Returns OK when it fit;
+ INVALID_INPUT when `buf` is NULL or `size` is too small (then `buf`, if not NULL and
+ `size` > 0, holds an empty string): call again with at least `*needed` bytes, plus some
+ room, since counters may have grown meanwhile. `buf` is the caller's; nothing is kept.
+ Thread-safe: any thread, any time, concurrently with calls on any handle.
+ */
+directory_result directory_metrics(char *buf, size_t size, size_t *needed);
 
 #ifdef __cplusplus
 }  // extern "C"

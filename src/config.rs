@@ -130,9 +130,21 @@ const MAX_CACHE_ENTRIES: i64 = 10_000_000;
 
 /// Reads `path` and selects directory `name` (or the only one when `name` is `None`).
 pub fn load_file(path: &Path, name: Option<&str>) -> Result<Settings> {
+    load_target_file(path, name)?.remote()
+}
+
+/// Reads `path` and selects directory `name` (or the only one), of any type.
+pub fn load_target_file(path: &Path, name: Option<&str>) -> Result<Target> {
     let origin = path.display().to_string();
     let text = read_text(path, &origin)?;
     load(&text, name, &origin, path.parent())
+}
+
+/// Reads and parses a whole configuration file, with the errors of [`load_file`].
+/// remote-directoryd reads its `[daemon]` table and the directory names from it.
+pub fn read_file(path: &Path) -> Result<toml::Table> {
+    let origin = path.display().to_string();
+    parse(&read_text(path, &origin)?, &origin)
 }
 
 fn read_text(path: &Path, origin: &str) -> Result<String> {
@@ -165,10 +177,58 @@ pub(crate) fn read_regular_file(path: &Path, max: u64) -> std::result::Result<Ve
 
 /// Parses TOML text given directly; relative `tls.ca-file` paths are taken as they are.
 pub fn load_str(text: &str, name: Option<&str>) -> Result<Settings> {
+    load_target_str(text, name)?.remote()
+}
+
+/// Parses TOML text given directly and selects directory `name` (or the only one), of any
+/// type.
+pub fn load_target_str(text: &str, name: Option<&str>) -> Result<Target> {
     load(text, name, "<string>", None)
 }
 
-fn load(text: &str, name: Option<&str>, origin: &str, base: Option<&Path>) -> Result<Settings> {
+/// What a `[directory.<name>]` table describes.
+// Made once per open and taken apart at once: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A remote IMAP, SMTP or LMTP server, asked by this process.
+    Remote(Settings),
+    /// A directory of remote-directoryd, asked over its socket (`type = "daemon"`).
+    Daemon(DaemonClientSettings),
+}
+
+impl Target {
+    /// The settings of a remote server; a `type = "daemon"` directory is an error here.
+    pub fn remote(self) -> Result<Settings> {
+        match self {
+            Target::Remote(settings) => Ok(settings),
+            Target::Daemon(d) => Err(Error::config(format!(
+                "directory.{}: type \"daemon\" is served by remote-directoryd; open it as a Directory",
+                d.name
+            ))),
+        }
+    }
+}
+
+/// A `type = "daemon"` directory: every call is asked of remote-directoryd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonClientSettings {
+    /// This directory's name (`directory.<name>`).
+    pub name: String,
+    /// The daemon's `daemon.socket`.
+    pub socket: PathBuf,
+    /// The daemon's directory that answers; by default the same name.
+    pub directory: String,
+    /// Longest wait for the daemon's answer to one call.
+    pub timeout: Duration,
+}
+
+/// A `type = "daemon"` directory waits this long for an answer by default: longer than the
+/// daemon's own default `timeout` plus `pool.timeout.wait`, so the daemon's answer (and its
+/// message) arrives first.
+const DEFAULT_DAEMON_TIMEOUT: Duration = Duration::from_secs(75);
+
+fn load(text: &str, name: Option<&str>, origin: &str, base: Option<&Path>) -> Result<Target> {
     let root = parse(text, origin)?;
     let directories = directory_tables(&root, origin)?;
     let err = |msg: String| Error::config(format!("{origin}: {msg}"));
@@ -201,7 +261,17 @@ fn load(text: &str, name: Option<&str>, origin: &str, base: Option<&Path>) -> Re
             }
         }
     };
-    read_directory(name, table, origin, base).0
+    if table.get("type").and_then(Value::as_str) == Some("daemon") {
+        if let Value::Table(t) = table {
+            let mut reader = KeyReader::new(origin, format!("directory.{name}"), t);
+            let settings = reader.daemon_client(name, base)?;
+            reader.reject_unknown()?;
+            return Ok(Target::Daemon(settings));
+        }
+    }
+    read_directory(name, table, origin, base)
+        .0
+        .map(Target::Remote)
 }
 
 /// Every directory of a file, in file order of names (sorted), each read on its own: one
@@ -373,7 +443,7 @@ fn flatten<'a>(prefix: &str, table: &'a toml::Table, out: &mut BTreeMap<String, 
 /// Reads the keys of one directory. Every key a reader method is asked for is remembered in
 /// `known`: that list is what an unknown key is compared with for a suggestion, so adding a
 /// key to [`KeyReader::settings`] is all it takes for it to be known.
-struct KeyReader<'a> {
+pub struct KeyReader<'a> {
     origin: &'a str,
     prefix: String,
     /// Keys not yet consumed; what is left at the end is unknown.
@@ -383,12 +453,27 @@ struct KeyReader<'a> {
 }
 
 impl<'a> KeyReader<'a> {
-    fn error(&self, key: &str, msg: impl std::fmt::Display) -> Error {
+    /// A reader of `table`'s keys (nested tables as dotted keys); errors name
+    /// `origin: prefix.key`. remote-directoryd reads its `[daemon]` table with it, so both
+    /// report errors alike.
+    pub fn new(origin: &'a str, prefix: String, table: &'a toml::Table) -> Self {
+        let mut keys = BTreeMap::new();
+        flatten("", table, &mut keys);
+        KeyReader {
+            origin,
+            prefix,
+            keys,
+            known: Vec::new(),
+        }
+    }
+
+    /// A CONFIG error about `key` of this table.
+    pub fn error(&self, key: &str, msg: impl std::fmt::Display) -> Error {
         Error::config(format!("{}: {}.{key}: {msg}", self.origin, self.prefix))
     }
 
     /// Takes `key` or its `alias`; both present is an error.
-    fn take(
+    pub fn take(
         &mut self,
         key: &'static str,
         alias: Option<&'static str>,
@@ -406,7 +491,11 @@ impl<'a> KeyReader<'a> {
         }
     }
 
-    fn string(&mut self, key: &'static str, alias: Option<&'static str>) -> Result<Option<String>> {
+    pub fn string(
+        &mut self,
+        key: &'static str,
+        alias: Option<&'static str>,
+    ) -> Result<Option<String>> {
         match self.take(key, alias)? {
             None => Ok(None),
             Some((_, Value::String(s))) => Ok(Some(s.clone())),
@@ -416,7 +505,11 @@ impl<'a> KeyReader<'a> {
         }
     }
 
-    fn boolean(&mut self, key: &'static str, alias: Option<&'static str>) -> Result<Option<bool>> {
+    pub fn boolean(
+        &mut self,
+        key: &'static str,
+        alias: Option<&'static str>,
+    ) -> Result<Option<bool>> {
         match self.take(key, alias)? {
             None => Ok(None),
             Some((_, Value::Boolean(b))) => Ok(Some(*b)),
@@ -427,7 +520,7 @@ impl<'a> KeyReader<'a> {
         }
     }
 
-    fn integer(
+    pub fn integer(
         &mut self,
         key: &'static str,
         alias: Option<&'static str>,
@@ -446,7 +539,7 @@ impl<'a> KeyReader<'a> {
         }
     }
 
-    fn duration(
+    pub fn duration(
         &mut self,
         key: &'static str,
         alias: Option<&'static str>,
@@ -515,13 +608,21 @@ impl<'a> KeyReader<'a> {
             Some("imap") => Protocol::Imap,
             Some("smtp") => Protocol::Smtp,
             Some("lmtp") => Protocol::Lmtp,
+            Some("daemon") => {
+                return Err(self.error(
+                    "type",
+                    "\"daemon\" names a directory of remote-directoryd, not a server: open it as a Directory",
+                ))
+            }
             Some(other) => {
                 return Err(self.error(
                     "type",
-                    format!("unknown type '{other}'; expected imap, smtp or lmtp"),
+                    format!("unknown type '{other}'; expected imap, smtp, lmtp or daemon"),
                 ))
             }
-            None => return Err(self.error("type", "missing; expected imap, smtp or lmtp")),
+            None => {
+                return Err(self.error("type", "missing; expected imap, smtp, lmtp or daemon"))
+            }
         };
         let implicit = self
             .boolean("tls.implicit", Some("tls.enable"))?
@@ -657,6 +758,37 @@ impl<'a> KeyReader<'a> {
         })
     }
 
+    fn daemon_client(&mut self, name: &str, base: Option<&Path>) -> Result<DaemonClientSettings> {
+        self.take("type", None)?;
+        let socket = match self.string("socket", None)? {
+            Some(s) if !s.is_empty() => match base {
+                Some(dir) => dir.join(s),
+                None => PathBuf::from(s),
+            },
+            _ => {
+                return Err(self.error(
+                    "socket",
+                    "missing: the daemon's socket (its daemon.socket), e.g. \"/run/remote-directory/socket\"",
+                ))
+            }
+        };
+        let directory = self.string("directory", None)?.unwrap_or(name.to_string());
+        if directory.is_empty() || directory.len() > crate::wire::MAX_DIRECTORY_NAME {
+            return Err(self.error(
+                "directory",
+                "expected the name of one of the daemon's directories",
+            ));
+        }
+        Ok(DaemonClientSettings {
+            name: name.to_string(),
+            socket,
+            directory,
+            timeout: self
+                .duration("timeout", None)?
+                .unwrap_or(DEFAULT_DAEMON_TIMEOUT),
+        })
+    }
+
     fn cache(&mut self) -> Result<Option<CacheSettings>> {
         let size = self.integer("cache.size", Some("cache.entries"), 1, MAX_CACHE_ENTRIES)?;
         let ttl_positive = self.duration("cache.ttl.positive", None)?;
@@ -685,7 +817,7 @@ impl<'a> KeyReader<'a> {
 
     /// Every key left over is unknown; each is named, with the nearest known key when one
     /// is close enough to be a typo of it.
-    fn reject_unknown(&self) -> Result<()> {
+    pub fn reject_unknown(&self) -> Result<()> {
         if self.keys.is_empty() {
             return Ok(());
         }
@@ -1038,6 +1170,53 @@ domains = ["example.org"]
             let msg = config_error(&format!("{MINIMAL}{line}\n"));
             assert!(msg.contains(expected), "{line}: {msg}");
         }
+    }
+
+    #[test]
+    fn daemon_directories_name_a_socket_and_a_directory() {
+        let t = load_target_str(
+            "[directory.imap]\ntype = \"daemon\"\nsocket = \"/run/remote-directory/socket\"\n",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            t,
+            Target::Daemon(DaemonClientSettings {
+                name: "imap".into(),
+                socket: "/run/remote-directory/socket".into(),
+                directory: "imap".into(),
+                timeout: DEFAULT_DAEMON_TIMEOUT,
+            })
+        );
+        let t = load_target_str(
+            "[directory.x]\ntype = \"daemon\"\nsocket = \"s\"\ndirectory = \"lmtp\"\ntimeout = \"5s\"\n",
+            None,
+        )
+        .unwrap();
+        let Target::Daemon(d) = t else { panic!() };
+        assert_eq!(
+            (d.directory.as_str(), d.timeout),
+            ("lmtp", Duration::from_secs(5))
+        );
+        for (text, expected) in [
+            (
+                "[directory.x]\ntype = \"daemon\"\n",
+                "directory.x.socket: missing",
+            ),
+            (
+                "[directory.x]\ntype = \"daemon\"\nsocket = \"s\"\naddress = \"h\"\n",
+                "directory.x.address: unknown key",
+            ),
+            (
+                "[directory.x]\ntype = \"daemon\"\nsocket = \"s\"\ndirectory = \"\"\n",
+                "directory.x.directory: expected the name",
+            ),
+        ] {
+            let e = load_target_str(text, None).unwrap_err();
+            assert!(e.to_string().contains(expected), "{text:?}: {e}");
+        }
+        let e = load_str("[directory.x]\ntype = \"daemon\"\nsocket = \"s\"\n", None).unwrap_err();
+        assert!(e.to_string().contains("served by remote-directoryd"), "{e}");
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! The Rust API: a directory handle that answers auth, rcpt and local-domain questions.
 
 use crate::cache::Cache;
-use crate::config::{self, normalize_domain, Protocol, Settings};
+use crate::config::{self, normalize_domain, Protocol, Settings, Target};
+use crate::daemon_client::DaemonClient;
 use crate::error::{Error, Kind, Result};
 use crate::servers::{Reply, Servers};
 use crate::session::{Outcome, Session};
+use crate::stats::{self, DirectoryStats, Op};
 use crate::throttle::Throttle;
+use crate::wire::Call;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -20,9 +23,23 @@ pub const DIRECTORY_MAX_ADDRESS: usize = 320;
 /// Longest domain accepted by `directory_is_local_domain`, in bytes.
 pub const DIRECTORY_MAX_DOMAIN: usize = 255;
 
-/// A remote directory: its settings, its servers (each with its TLS context and idle
-/// connections) and its result cache. Shared by any number of threads; every call blocks the calling thread only.
+/// A directory: remote servers asked by this process, or one of remote-directoryd's
+/// directories asked over its socket (`type = "daemon"`). Shared by any number of threads;
+/// every call blocks the calling thread only.
 pub struct Directory {
+    backend: Backend,
+    /// This process's counters for the directory's name (`stats`).
+    stats: Arc<DirectoryStats>,
+}
+
+enum Backend {
+    Remote(Remote),
+    Daemon(DaemonClient),
+}
+
+/// A directory of remote servers: its settings, its servers (each with its TLS context and
+/// idle connections) and its result cache.
+struct Remote {
     inner: Arc<Inner>,
     /// The `pool.min-idle` keeper, when configured.
     keeper: Option<Keeper>,
@@ -33,6 +50,7 @@ struct Inner {
     servers: Servers,
     cache: Option<Cache>,
     throttle: Option<Throttle>,
+    stats: Arc<DirectoryStats>,
 }
 
 thread_local! {
@@ -40,7 +58,7 @@ thread_local! {
     static NOTICE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
-fn set_notice(text: String) {
+pub(crate) fn set_notice(text: String) {
     NOTICE.with(|n| *n.borrow_mut() = Some(text));
 }
 
@@ -59,38 +77,39 @@ fn clear_notice() {
 impl Directory {
     /// Opens directory `name` (or the only one) of the configuration file at `path`.
     pub fn open(path: &Path, name: Option<&str>) -> Result<Self> {
-        Self::with_settings(config::load_file(path, name)?)
+        Self::with_target(config::load_target_file(path, name)?)
     }
 
     /// Opens directory `name` (or the only one) of configuration text.
     pub fn open_str(toml: &str, name: Option<&str>) -> Result<Self> {
-        Self::with_settings(config::load_str(toml, name)?)
+        Self::with_target(config::load_target_str(toml, name)?)
     }
 
+    /// A directory of remote servers, from settings made by [`config`].
     pub fn with_settings(settings: Settings) -> Result<Self> {
-        let servers = Servers::new(&settings).map_err(|e| {
-            Error::new(
-                e.kind(),
-                format!("directory.{}.{}", settings.name, e.detail()),
-            )
-        })?;
-        let cache = settings.cache.as_ref().map(Cache::new).transpose()?;
-        let throttle = Throttle::new(settings.guard.throttle_user, settings.guard.throttle_client);
-        let inner = Arc::new(Inner {
-            settings,
-            servers,
-            cache,
-            throttle,
-        });
-        let keeper = match inner.settings.min_idle {
-            0 => None,
-            _ => Some(Keeper::start(inner.clone())?),
-        };
-        Ok(Directory { inner, keeper })
+        Self::with_target(Target::Remote(settings))
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.inner.settings
+    fn with_target(target: Target) -> Result<Self> {
+        let (name, backend) = match target {
+            Target::Remote(settings) => (
+                settings.name.clone(),
+                Backend::Remote(Remote::with_settings(settings)?),
+            ),
+            Target::Daemon(settings) => (
+                settings.name.clone(),
+                Backend::Daemon(DaemonClient::new(settings)),
+            ),
+        };
+        Ok(Directory {
+            backend,
+            stats: stats::for_directory(&name),
+        })
+    }
+
+    /// The settings of a directory of remote servers; `None` for a `type = "daemon"` one.
+    pub fn settings(&self) -> Option<&Settings> {
+        self.remote().map(|r| &r.inner.settings)
     }
 
     /// Is `secret` the password of `user`? `Ok(())` when the server accepted it;
@@ -107,8 +126,116 @@ impl Directory {
     /// In order: a login known good (`cache.auth-ttl`) is OK and a password refused within
     /// `cache.auth-negative-ttl` is REJECTED, both without traffic; then a user or address
     /// beyond its `throttle.*` budget is `Kind::Throttled` (TEMPORARY), without traffic;
-    /// only then is the server asked.
+    /// only then is the server asked. Through the daemon, all of this happens there.
     pub fn auth_from(&self, user: &str, secret: &str, client_ip: Option<IpAddr>) -> Result<()> {
+        self.measured(Op::Auth, || match &self.backend {
+            Backend::Remote(r) => r.auth_from(user, secret, client_ip),
+            Backend::Daemon(d) => {
+                clear_notice();
+                check_text("user", user, DIRECTORY_MAX_USER)?;
+                check_secret(secret)?;
+                let client_ip = client_ip.map(|ip| ip.to_string());
+                d.call(Call::Auth {
+                    user,
+                    secret,
+                    client_ip: client_ip.as_deref(),
+                })
+            }
+        })
+    }
+
+    /// Does `address` exist? `Ok(())` when the server accepted it as a recipient;
+    /// `Kind::Rejected` when it refused it; `Kind::Unsupported` on an IMAP directory.
+    /// `lookup.domains` is not consulted.
+    pub fn rcpt(&self, address: &str) -> Result<()> {
+        self.measured(Op::Rcpt, || match &self.backend {
+            Backend::Remote(r) => r.rcpt(address),
+            Backend::Daemon(d) => {
+                clear_notice();
+                check_address(address)?;
+                d.call(Call::Rcpt { address })
+            }
+        })
+    }
+
+    /// Is `domain` in `lookup.domains`? Case-insensitive; a trailing dot is ignored.
+    /// `Kind::Rejected` when it is not. No network (but the daemon's socket for a
+    /// `type = "daemon"` directory, whose `lookup.domains` is the daemon's).
+    pub fn is_local_domain(&self, domain: &str) -> Result<()> {
+        self.measured(Op::IsLocalDomain, || match &self.backend {
+            Backend::Remote(r) => r.is_local_domain(domain),
+            Backend::Daemon(d) => {
+                check_text("domain", domain, DIRECTORY_MAX_DOMAIN)?;
+                d.call(Call::IsLocalDomain { domain })
+            }
+        })
+    }
+
+    /// Runs one call and counts it in this process's statistics.
+    fn measured(&self, op: Op, call: impl FnOnce() -> Result<()>) -> Result<()> {
+        let started = Instant::now();
+        let outcome = call();
+        self.stats.record_call(op, &outcome, started.elapsed());
+        if outcome.as_ref().is_err_and(|e| e.kind() == Kind::Throttled) {
+            self.stats.record_throttled();
+        }
+        outcome
+    }
+
+    /// Connections to remote servers open now in this process (idle and in use), on every
+    /// server; 0 for a `type = "daemon"` directory.
+    pub fn open_connections(&self) -> usize {
+        self.remote()
+            .map_or(0, |r| r.inner.servers.open_connections())
+    }
+
+    /// Connections open and idle now in this process, on every server.
+    pub fn idle_connections(&self) -> usize {
+        self.remote()
+            .map_or(0, |r| r.inner.servers.idle_connections())
+    }
+
+    /// Entries in this process's result cache now: (recipients, logins).
+    pub fn cached_entries(&self) -> (usize, usize) {
+        self.remote()
+            .and_then(|r| r.inner.cache.as_ref())
+            .map_or((0, 0), Cache::len)
+    }
+
+    fn remote(&self) -> Option<&Remote> {
+        match &self.backend {
+            Backend::Remote(r) => Some(r),
+            Backend::Daemon(_) => None,
+        }
+    }
+}
+
+impl Remote {
+    fn with_settings(settings: Settings) -> Result<Self> {
+        let servers = Servers::new(&settings).map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!("directory.{}.{}", settings.name, e.detail()),
+            )
+        })?;
+        let cache = settings.cache.as_ref().map(Cache::new).transpose()?;
+        let throttle = Throttle::new(settings.guard.throttle_user, settings.guard.throttle_client);
+        let stats = stats::for_directory(&settings.name);
+        let inner = Arc::new(Inner {
+            settings,
+            servers,
+            cache,
+            throttle,
+            stats,
+        });
+        let keeper = match inner.settings.min_idle {
+            0 => None,
+            _ => Some(Keeper::start(inner.clone())?),
+        };
+        Ok(Remote { inner, keeper })
+    }
+
+    fn auth_from(&self, user: &str, secret: &str, client_ip: Option<IpAddr>) -> Result<()> {
         clear_notice();
         check_text("user", user, DIRECTORY_MAX_USER)?;
         check_secret(secret)?;
@@ -117,9 +244,11 @@ impl Directory {
         let inner = &*self.inner;
         let cache = inner.cache.as_ref();
         if cache.is_some_and(|c| c.login_known(user, secret)) {
+            inner.stats.record_cache_hit(Op::Auth);
             return Ok(());
         }
         if cache.is_some_and(|c| c.login_refused(user, secret)) {
+            inner.stats.record_cache_hit(Op::Auth);
             return Err(Error::new(
                 Kind::Rejected,
                 format!(
@@ -162,10 +291,7 @@ impl Directory {
         result
     }
 
-    /// Does `address` exist? `Ok(())` when the server accepted it as a recipient;
-    /// `Kind::Rejected` when it refused it; `Kind::Unsupported` on an IMAP directory.
-    /// `lookup.domains` is not consulted.
-    pub fn rcpt(&self, address: &str) -> Result<()> {
+    fn rcpt(&self, address: &str) -> Result<()> {
         clear_notice();
         check_address(address)?;
         let inner = &*self.inner;
@@ -179,6 +305,7 @@ impl Directory {
             ));
         }
         if let Some(known) = inner.cache.as_ref().and_then(|c| c.rcpt(address)) {
+            inner.stats.record_cache_hit(Op::Rcpt);
             return known;
         }
         let cache = inner.cache.as_ref();
@@ -195,9 +322,7 @@ impl Directory {
         }
     }
 
-    /// Is `domain` in `lookup.domains`? Case-insensitive; a trailing dot is ignored.
-    /// `Kind::Rejected` when it is not. No network.
-    pub fn is_local_domain(&self, domain: &str) -> Result<()> {
+    fn is_local_domain(&self, domain: &str) -> Result<()> {
         check_text("domain", domain, DIRECTORY_MAX_DOMAIN)?;
         let settings = &self.inner.settings;
         if settings.domains.contains(&normalize_domain(domain)) {
@@ -211,21 +336,6 @@ impl Directory {
                 ),
             ))
         }
-    }
-
-    /// Connections open now (idle and in use), on every server.
-    pub fn open_connections(&self) -> usize {
-        self.inner.servers.open_connections()
-    }
-
-    /// Connections open and idle now, on every server.
-    pub fn idle_connections(&self) -> usize {
-        self.inner.servers.idle_connections()
-    }
-
-    /// Entries in the result cache now: (recipients, logins).
-    pub fn cached_entries(&self) -> (usize, usize) {
-        self.inner.cache.as_ref().map_or((0, 0), Cache::len)
     }
 }
 
@@ -261,7 +371,7 @@ impl Inner {
     }
 }
 
-impl Drop for Directory {
+impl Drop for Remote {
     fn drop(&mut self) {
         if let Some(keeper) = self.keeper.take() {
             keeper.stop(&self.inner.servers);

@@ -51,8 +51,8 @@ const _: () = {
     assert_send_sync::<Directory>()
 };
 
-/// The one place where error kinds become results.
-fn result_of(kind: Kind) -> directory_result {
+/// The one place where error kinds become results (the statistics' `result` label too).
+pub(crate) fn result_of(kind: Kind) -> directory_result {
     match kind {
         Kind::InvalidInput => DIRECTORY_RESULT_INVALID_INPUT,
         Kind::Config => DIRECTORY_RESULT_CONFIG,
@@ -458,6 +458,51 @@ pub extern "C" fn directory_result_name(result: u32) -> *const c_char {
 #[no_mangle]
 pub extern "C" fn directory_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
+}
+
+/// This process's call statistics in the Prometheus text format (version 0.0.4): the
+/// counters and histograms of every directory opened in this process, under the names
+/// remote-directoryd serves on `/metrics` (`remote_directory_calls_total{directory,op,result}`,
+/// `remote_directory_call_duration_seconds`, `remote_directory_cache_hits_total`,
+/// `remote_directory_connections_total`, ...). Counters are per directory name and live as
+/// long as the process, across `directory_close` and reopening.
+///
+/// Writes the text and a terminating NUL into `buf` of `size` bytes, and the size it needs
+/// (text plus NUL) into `*needed` when `needed` is not NULL. Returns OK when it fit;
+/// INVALID_INPUT when `buf` is NULL or `size` is too small (then `buf`, if not NULL and
+/// `size` > 0, holds an empty string): call again with at least `*needed` bytes, plus some
+/// room, since counters may have grown meanwhile. `buf` is the caller's; nothing is kept.
+/// Thread-safe: any thread, any time, concurrently with calls on any handle.
+#[no_mangle]
+pub extern "C" fn directory_metrics(
+    buf: *mut c_char,
+    size: usize,
+    needed: *mut usize,
+) -> directory_result {
+    boundary! {
+        let text = crate::stats::prometheus_text(&crate::stats::snapshot());
+        let want = text.len() + 1;
+        if !needed.is_null() {
+            // SAFETY: non-NULL `needed` points to writable storage for a size_t.
+            unsafe { *needed = want };
+        }
+        if buf.is_null() {
+            return finish(Err(Error::input("buf is NULL")));
+        }
+        // SAFETY: the caller promises `buf` points to `size` writable bytes.
+        let out = unsafe { std::slice::from_raw_parts_mut(buf as *mut u8, size) };
+        if size < want {
+            if let Some(first) = out.first_mut() {
+                *first = 0;
+            }
+            return finish(Err(Error::input(format!(
+                "buffer of {size} bytes is too small: {want} needed"
+            ))));
+        }
+        out[..text.len()].copy_from_slice(text.as_bytes());
+        out[text.len()] = 0;
+        DIRECTORY_RESULT_OK
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 mod cache;
 pub mod config;
+mod daemon_client;
 mod directory;
 pub mod effective;
 pub mod error;
@@ -16,8 +17,10 @@ mod secret;
 mod servers;
 mod session;
 pub mod smtp;
+pub mod stats;
 mod suggest;
 pub mod throttle;
+pub mod wire;
 
 #[allow(unsafe_code)]
 pub mod ffi;

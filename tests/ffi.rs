@@ -314,6 +314,7 @@ fn shared_library_exports_only_the_api_and_has_a_soname() {
         "directory_config_show",
         "directory_is_local_domain",
         "directory_last_error",
+        "directory_metrics",
         "directory_open",
         "directory_open_str",
         "directory_rcpt",
@@ -353,6 +354,7 @@ fn committed_header_declares_exactly_the_api() {
         "directory_result directory_config_show(const char *config_path, const char *name, char **out);",
         "directory_result directory_config_check(const char *config_path, char **report);",
         "void directory_string_free(char *s);",
+        "directory_result directory_metrics(char *buf, size_t size, size_t *needed);",
     ] {
         assert!(header.contains(decl), "header lacks: {decl}");
     }
