@@ -12,7 +12,9 @@ pub mod listener;
 mod log;
 pub mod metrics;
 pub mod own;
+pub mod policy;
 pub mod protocols;
+pub mod socketmap;
 pub mod state;
 
 use crate::log::log;

@@ -53,5 +53,7 @@ pub const PROTOCOLS: &[Protocol] = &[
         },
         build: crate::own::build,
     },
+    protocol!("socketmap", crate::socketmap::build),
+    protocol!("policy", crate::policy::build),
     protocol!("metrics", crate::metrics::build),
 ];

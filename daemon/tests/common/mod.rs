@@ -6,6 +6,7 @@
 mod servers;
 
 pub use nix::sys::signal::Signal;
+#[allow(unused_imports)] // each test binary uses its own part of this module
 pub use servers::{servers, ALICE, BOB, NOBODY};
 use std::io::Read;
 use std::path::{Path, PathBuf};
