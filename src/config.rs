@@ -85,6 +85,8 @@ pub struct GuardSettings {
     pub throttle_user: Option<crate::throttle::Rate>,
     /// Refused logins allowed per client address and window.
     pub throttle_client: Option<crate::throttle::Rate>,
+    /// Tell the server who the client is (IMAP `ID`, SMTP/LMTP `XCLIENT`).
+    pub forward_client_ip: bool,
 }
 
 /// Everything one directory handle needs, validated.
@@ -721,6 +723,7 @@ impl<'a> KeyReader<'a> {
         Ok(GuardSettings {
             throttle_user: self.rate("throttle.user")?,
             throttle_client: self.rate("throttle.client")?,
+            forward_client_ip: self.boolean("forward.client-ip", None)?.unwrap_or(false),
         })
     }
 
@@ -1141,6 +1144,9 @@ domains = ["example.org"]
         };
         assert_eq!(s.guard.throttle_user, Some(rate(10, 600)));
         assert_eq!(s.guard.throttle_client, Some(rate(20, 3600)));
+        assert!(!s.guard.forward_client_ip);
+        let forwarding = cfg(&format!("{MINIMAL}forward.client-ip = true\n")).unwrap();
+        assert!(forwarding.guard.forward_client_ip);
         let cache = s.cache.unwrap();
         assert_eq!(cache.auth_negative_ttl, Some(Duration::from_secs(300)));
         assert_eq!(cache.auth_ttl, None);

@@ -257,11 +257,16 @@ impl Remote {
             ));
         }
         let now = Instant::now();
-        let ticket = match &inner.throttle {
-            Some(throttle) => Some(throttle.begin(user, client_ip, now)?),
-            None => None,
+        let (ticket, suspect) = match &inner.throttle {
+            Some(throttle) => {
+                let suspect = throttle.suspect(user, client_ip, now);
+                (Some(throttle.begin(user, client_ip, now)?), suspect)
+            }
+            None => (None, false),
         };
-        let result = match inner.call(|session| session.auth(&inner.settings, user, secret)) {
+        let result = match inner.call(client_ip, suspect, |session| {
+            session.auth(&inner.settings, user, secret, client_ip)
+        }) {
             Reply::Answer(result) => result,
             // The ticket drops: its attempts are given back, nothing was asked.
             Reply::Unreachable(e) => {
@@ -309,7 +314,9 @@ impl Remote {
             return known;
         }
         let cache = inner.cache.as_ref();
-        match inner.call(|session| session.rcpt(&inner.settings, address)) {
+        match inner.call(None, false, |session| {
+            session.rcpt(&inner.settings, address)
+        }) {
             Reply::Answer(result) => {
                 if let Some(cache) = cache {
                     cache.remember_rcpt(address, &result);
@@ -356,9 +363,16 @@ fn stale_if_error(e: Error, known: impl FnOnce() -> bool) -> Result<()> {
 
 impl Inner {
     /// Runs one operation on a session of the first server that can be reached
-    /// (`servers.rs`); when none can, says so with an error naming each server.
-    fn call(&self, op: impl Fn(Session) -> Outcome) -> Reply {
-        self.servers.call(&self.settings, op)
+    /// (`servers.rs`), one that may serve `client` (forward.client-ip); `suspect` callers do
+    /// not get the connections kept for everybody else (`pool.rs`). When no server can be
+    /// reached, says so with an error naming each server.
+    fn call(
+        &self,
+        client: Option<IpAddr>,
+        suspect: bool,
+        op: impl Fn(Session) -> Outcome,
+    ) -> Reply {
+        self.servers.call(&self.settings, client, suspect, op)
     }
 
     /// Ends idle sessions politely, with a short bound on each.
@@ -440,7 +454,7 @@ fn keep_idle(inner: &Inner) {
                 break;
             };
             let deadline = Instant::now() + inner.settings.timeout;
-            match Session::open(&inner.settings, server.transport(), deadline) {
+            match Session::open(&inner.settings, server.transport(), deadline, None) {
                 Ok(session) => slot.release(Some(session)),
                 Err(_) => {
                     // The server is down or refusing: calls will report it; retry calmly.

@@ -7,6 +7,7 @@ use crate::config::Settings;
 use crate::error::{printable, Error, Kind, Result};
 use crate::net::{Connection, Transport};
 use crate::secret::{base64_secret, sasl_plain};
+use std::net::IpAddr;
 use std::time::Instant;
 use zeroize::Zeroizing;
 
@@ -116,6 +117,8 @@ pub struct Capabilities {
     pub sasl_ir: bool,
     pub literal_plus: bool,
     pub unauthenticate: bool,
+    /// RFC 2971 `ID`: how a trusted relay names its client (`x-originating-ip`).
+    pub id: bool,
 }
 
 impl Capabilities {
@@ -138,6 +141,8 @@ impl Capabilities {
                 caps.literal_plus = true;
             } else if is(b"UNAUTHENTICATE") {
                 caps.unauthenticate = true;
+            } else if is(b"ID") {
+                caps.id = true;
             }
         }
         caps
@@ -149,6 +154,12 @@ impl Capabilities {
         word.eq_ignore_ascii_case(b"CAPABILITY")
             .then(|| Self::parse(rest))
     }
+}
+
+/// `ID ("x-originating-ip" "...")` naming the real client; Dovecot honours it from
+/// `login_trusted_networks` and logs the login with `rip=` that address.
+pub fn id_command(client: IpAddr) -> String {
+    format!("ID (\"x-originating-ip\" \"{client}\")")
 }
 
 /// The first line a server sends.
@@ -384,6 +395,28 @@ impl ImapSession {
 
     pub(crate) fn connection(&mut self) -> &mut Connection {
         &mut self.conn
+    }
+
+    /// Tells the server which client the next login is for (forward.client-ip). Servers
+    /// honour only the first ID of a connection: the caller binds the connection to `client`.
+    pub fn tell_client(&mut self, client: IpAddr) -> Result<()> {
+        let command = id_command(client);
+        if !self.caps.id {
+            return Err(Error::new(
+                Kind::Deferred,
+                "forward.client-ip is set but the server does not offer ID (RFC 2971): it cannot be told the client's address; use a server that does (Dovecot, with this relay in login_trusted_networks) or set forward.client-ip = false",
+            )
+            .with_command(&command));
+        }
+        let (status, text) = self.command(command.as_bytes(), &command)?;
+        if status != Status::Ok {
+            return Err(Error::new(
+                Kind::Deferred,
+                format!("{text} (allow this relay in login_trusted_networks (Dovecot), or set forward.client-ip = false)"),
+            )
+            .with_command(&command));
+        }
+        Ok(())
     }
 
     /// Logs in with the best mechanism on offer. `Ok(())` is a successful login: the

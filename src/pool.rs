@@ -1,6 +1,12 @@
 //! Idle sessions of one handle, the bound on open connections, and waiting for a slot.
 //!
 //! The lock is held only to pop or push; all I/O happens outside it.
+//!
+//! Fairness: a quarter of `pool.max-connections` (rounded down) is kept for callers that
+//! are not suspect. A caller is suspect when its user or client address has refused or
+//! pending logins in its `throttle.*` window; suspects together hold at most the rest, so
+//! password guessing, which Dovecot answers only after a delay, cannot take every
+//! connection from real users.
 
 use crate::error::{Error, Kind, Result};
 use crate::session::Session;
@@ -15,6 +21,10 @@ struct State {
     open: usize,
     /// Callers blocked in `acquire`: only then is a condition-variable wake-up needed.
     waiters: usize,
+    /// Suspect callers among the waiters: a freed slot may suit only some waiters then.
+    suspect_waiters: usize,
+    /// Slots lent to suspect callers now.
+    suspects_in: usize,
     /// The handle is closing: the min-idle keeper stops.
     closing: bool,
 }
@@ -26,6 +36,8 @@ pub struct Pool {
     demand: Condvar,
     min_idle: usize,
     max: usize,
+    /// Most slots suspect callers may hold together: `max` less the kept share.
+    max_suspect: usize,
     wait: Duration,
 }
 
@@ -34,6 +46,11 @@ pub struct Pool {
 pub struct Slot<'a> {
     pool: &'a Pool,
     session: Option<Session>,
+    /// An idle session that could not serve this caller, given up to make room: the caller
+    /// closes it (outside the lock) and opens its own in its place.
+    evicted: Option<Session>,
+    /// Counted in `suspects_in`.
+    suspect: bool,
     /// A session went back to the idle list: the connection stays counted.
     kept: bool,
 }
@@ -45,13 +62,26 @@ impl Pool {
                 idle: Vec::new(),
                 open: 0,
                 waiters: 0,
+                suspect_waiters: 0,
+                suspects_in: 0,
                 closing: false,
             }),
             freed: Condvar::new(),
             demand: Condvar::new(),
             min_idle,
             max,
+            max_suspect: max - max / 4,
             wait,
+        }
+    }
+
+    fn slot(&self, session: Option<Session>, evicted: Option<Session>, suspect: bool) -> Slot<'_> {
+        Slot {
+            pool: self,
+            session,
+            evicted,
+            suspect,
+            kept: false,
         }
     }
 
@@ -62,47 +92,73 @@ impl Pool {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Waits up to `pool.timeout.wait` for an idle session or room for a new connection.
-    pub fn acquire(&self) -> Result<Slot<'_>> {
+    /// Waits up to `pool.timeout.wait` for an idle session that `serves` this caller, or
+    /// room for a new connection. When every connection is open and only idle sessions that
+    /// cannot serve it are left, the oldest of them is given up for it. A `suspect` caller
+    /// waits while suspects hold their whole share.
+    pub fn acquire(&self, suspect: bool, serves: impl Fn(&Session) -> bool) -> Result<Slot<'_>> {
         let deadline = Instant::now() + self.wait;
         let mut state = self.lock();
         loop {
-            if let Some((_, session)) = state.idle.pop() {
-                if state.idle.len() < self.min_idle {
-                    self.demand.notify_one();
+            if !suspect || state.suspects_in < self.max_suspect {
+                if let Some(slot) = self.take(&mut state, suspect, &serves) {
+                    return Ok(slot);
                 }
-                return Ok(Slot {
-                    pool: self,
-                    session: Some(session),
-                    kept: false,
-                });
-            }
-            if state.open < self.max {
-                state.open += 1;
-                return Ok(Slot {
-                    pool: self,
-                    session: None,
-                    kept: false,
-                });
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Error::new(
-                    Kind::PoolTimeout,
+                let detail = if suspect && state.suspects_in >= self.max_suspect {
+                    format!(
+                        "{} of {} connections (pool.max-connections) are kept for callers without refused logins, and the rest stayed busy for {:?} (pool.timeout.wait)",
+                        self.max - self.max_suspect, self.max, self.wait
+                    )
+                } else {
                     format!(
                         "all {} connections (pool.max-connections) stayed busy for {:?} (pool.timeout.wait)",
                         self.max, self.wait
-                    ),
-                ));
+                    )
+                };
+                return Err(Error::new(Kind::PoolTimeout, detail));
             }
             state.waiters += 1;
+            state.suspect_waiters += usize::from(suspect);
             state = self
                 .freed
                 .wait_timeout(state, left)
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .0;
             state.waiters -= 1;
+            state.suspect_waiters -= usize::from(suspect);
         }
+    }
+
+    /// A slot now, if there is one for this caller.
+    fn take(
+        &self,
+        state: &mut State,
+        suspect: bool,
+        serves: &impl Fn(&Session) -> bool,
+    ) -> Option<Slot<'_>> {
+        // Most recent first: least likely to be stale.
+        let found = state.idle.iter().rposition(|(_, s)| serves(s));
+        let slot = if let Some(index) = found {
+            let (_, session) = state.idle.remove(index);
+            if state.idle.len() < self.min_idle {
+                self.demand.notify_one();
+            }
+            self.slot(Some(session), None, suspect)
+        } else if state.open < self.max {
+            state.open += 1;
+            self.slot(None, None, suspect)
+        } else if !state.idle.is_empty() {
+            // Its room passes to this caller: `open` is unchanged.
+            let (_, evicted) = state.idle.remove(0);
+            self.slot(None, Some(evicted), suspect)
+        } else {
+            return None;
+        };
+        state.suspects_in += usize::from(suspect);
+        Some(slot)
     }
 
     /// For the min-idle keeper: waits until fewer than `min_idle` sessions are idle, or at
@@ -140,11 +196,7 @@ impl Pool {
         let mut state = self.lock();
         if state.open < self.max {
             state.open += 1;
-            Some(Slot {
-                pool: self,
-                session: None,
-                kept: false,
-            })
+            Some(self.slot(None, None, false))
         } else {
             None
         }
@@ -185,6 +237,11 @@ impl Slot<'_> {
         self.session.take()
     }
 
+    /// The idle session given up to make room for this caller, to close (taken once).
+    pub fn take_evicted(&mut self) -> Option<Session> {
+        self.evicted.take()
+    }
+
     /// Gives the slot back: with a session, which then waits idle for the next call.
     pub fn release(mut self, session: Option<Session>) {
         if let Some(session) = session {
@@ -201,9 +258,13 @@ impl Drop for Slot<'_> {
         if !self.kept {
             state.open -= 1;
         }
-        let wake = state.waiters > 0;
+        state.suspects_in -= usize::from(self.suspect);
+        let (waiters, suspects) = (state.waiters, state.suspect_waiters);
         drop(state);
-        if wake {
+        if suspects > 0 {
+            // One woken waiter might be a suspect that cannot use this slot: wake them all.
+            self.pool.freed.notify_all();
+        } else if waiters > 0 {
             self.pool.freed.notify_one();
         }
     }

@@ -15,7 +15,7 @@ use crate::net::Transport;
 use crate::pool::Pool;
 use crate::session::{Outcome, Session};
 use std::fmt;
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use toml::Value;
@@ -226,6 +226,13 @@ pub struct Servers {
     failover: FailoverSettings,
 }
 
+/// Who a call is for: the client a connection must serve (forward.client-ip), and whether
+/// the caller may use the connections kept for callers without refused logins.
+struct Caller {
+    client: Option<IpAddr>,
+    suspect: bool,
+}
+
 /// What one server came to for one call.
 enum Attempt {
     Answer(Result<()>),
@@ -269,7 +276,14 @@ impl Servers {
     /// Runs `op` on a session of the first server that can be reached. Servers in their
     /// backoff are passed over, unless every server is: then each is tried in order, since
     /// the call has nowhere else to go.
-    pub fn call(&self, settings: &Settings, op: impl Fn(Session) -> Outcome) -> Reply {
+    pub fn call(
+        &self,
+        settings: &Settings,
+        client: Option<IpAddr>,
+        suspect: bool,
+        op: impl Fn(Session) -> Outcome,
+    ) -> Reply {
+        let caller = Caller { client, suspect };
         let mut deadline = None;
         let mut failures: Vec<String> = Vec::new();
         let mut passed_over: Vec<&Server> = Vec::new();
@@ -280,7 +294,7 @@ impl Servers {
                 passed_over.push(server);
                 continue;
             }
-            match self.attempt(server, settings, &mut deadline, count - i, &op) {
+            match self.attempt(server, settings, &caller, &mut deadline, count - i, &op) {
                 Attempt::Answer(result) => return Reply::Answer(result),
                 Attempt::Unreachable(e) => {
                     failures.push(e.to_string());
@@ -292,7 +306,7 @@ impl Servers {
             // Every server is in its backoff: try them all the same.
             let count = passed_over.len();
             for (i, server) in passed_over.drain(..).enumerate() {
-                match self.attempt(server, settings, &mut deadline, count - i, &op) {
+                match self.attempt(server, settings, &caller, &mut deadline, count - i, &op) {
                     Attempt::Answer(result) => return Reply::Answer(result),
                     Attempt::Unreachable(e) => {
                         failures.push(e.to_string());
@@ -322,15 +336,22 @@ impl Servers {
         &self,
         server: &Server,
         settings: &Settings,
+        caller: &Caller,
         deadline: &mut Option<Instant>,
         left: usize,
         op: &impl Fn(Session) -> Outcome,
     ) -> Attempt {
-        let mut slot = match server.pool.acquire() {
+        let serves = |s: &Session| s.serves(settings, caller.client);
+        let mut slot = match server.pool.acquire(caller.suspect, serves) {
             Ok(slot) => slot,
             // Busy here is local load, not the server's failure: no other server is asked.
             Err(e) => return Attempt::Answer(Err(e)),
         };
+        if let Some(mut other) = slot.take_evicted() {
+            // An idle connection of another client gave up its place: end it politely.
+            other.set_deadline(Instant::now() + Duration::from_secs(1));
+            other.close();
+        }
         let deadline = *deadline.get_or_insert_with(|| Instant::now() + settings.timeout);
         if let Some(mut session) = slot.take_idle() {
             session.set_deadline(deadline);
@@ -346,7 +367,13 @@ impl Servers {
             }
         }
         let share = deadline.saturating_duration_since(Instant::now()) / left.max(1) as u32;
-        let mut session = match Session::open(settings, &server.transport, Instant::now() + share) {
+        let opened = Session::open(
+            settings,
+            &server.transport,
+            Instant::now() + share,
+            caller.client,
+        );
+        let mut session = match opened {
             Ok(session) => session,
             Err(e) => {
                 server.mark_down(&e, &self.failover);

@@ -6,6 +6,7 @@ use crate::imap::ImapSession;
 use crate::net::{Connection, Transport};
 use crate::secret::Redactor;
 use crate::smtp::SmtpSession;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,10 +15,22 @@ enum Link {
     Smtp(SmtpSession),
 }
 
+/// Which client a connection speaks for, with `forward.client-ip`. Servers honour only the
+/// first client named on a connection, so once bound it serves that client only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Binding {
+    /// Nothing said yet (IMAP, where `ID` comes just before the login).
+    Open,
+    /// Named this client (`Some`), or spoke as the relay itself (`None`: address unknown,
+    /// or recipient probes).
+    Bound(Option<IpAddr>),
+}
+
 pub struct Session {
     link: Link,
     /// `host:port` of the server, for messages.
     server: String,
+    binding: Binding,
     /// RCPT TO commands sent on this connection.
     rcpts: u32,
     /// Failed authentications on this connection.
@@ -28,18 +41,34 @@ pub struct Session {
 pub type Outcome = (Result<()>, Option<Session>);
 
 impl Session {
-    pub fn open(settings: &Settings, tls: &Transport, deadline: Instant) -> Result<Self> {
+    /// Opens a connection. With `forward.client-ip`, an SMTP/LMTP connection is bound to
+    /// `client` at once (XCLIENT comes before STARTTLS); an IMAP one when it first logs in.
+    pub fn open(
+        settings: &Settings,
+        tls: &Transport,
+        deadline: Instant,
+        client: Option<IpAddr>,
+    ) -> Result<Self> {
         let server = tls.address().to_string();
-        let link = match settings.protocol {
-            Protocol::Imap => ImapSession::connect(settings, tls, deadline).map(Link::Imap),
+        let forwarding = settings.guard.forward_client_ip;
+        let (link, binding) = match settings.protocol {
+            Protocol::Imap => (
+                ImapSession::connect(settings, tls, deadline).map(Link::Imap),
+                Binding::Open,
+            ),
             Protocol::Smtp | Protocol::Lmtp => {
-                SmtpSession::connect(settings, tls, deadline).map(Link::Smtp)
+                let xclient = client.filter(|_| forwarding);
+                (
+                    SmtpSession::connect(settings, tls, deadline, xclient).map(Link::Smtp),
+                    Binding::Bound(xclient),
+                )
             }
-        }
-        .map_err(|e| e.with_server(&server))?;
+        };
+        let link = link.map_err(|e| e.with_server(&server))?;
         Ok(Session {
             link,
             server,
+            binding,
             rcpts: 0,
             auth_errors: 0,
         })
@@ -56,9 +85,38 @@ impl Session {
         self.connection().set_deadline(deadline);
     }
 
+    /// Whether this connection may serve a call for `client`: always without
+    /// `forward.client-ip`; otherwise if it is not yet bound, or bound to that client.
+    pub fn serves(&self, settings: &Settings, client: Option<IpAddr>) -> bool {
+        !settings.guard.forward_client_ip
+            || match self.binding {
+                Binding::Open => true,
+                Binding::Bound(bound) => bound == client,
+            }
+    }
+
+    /// With `forward.client-ip`, names the client before the first login of an IMAP
+    /// connection (SMTP did at connect). A refusal ends the connection: it was not told.
+    fn bind(&mut self, settings: &Settings, client: Option<IpAddr>) -> Result<()> {
+        if !settings.guard.forward_client_ip || self.binding != Binding::Open {
+            return Ok(());
+        }
+        if let (Link::Imap(s), Some(ip)) = (&mut self.link, client) {
+            s.tell_client(ip)?;
+        }
+        self.binding = Binding::Bound(client);
+        Ok(())
+    }
+
     /// Checks a password. An authenticated connection is never reused, except through IMAP
     /// UNAUTHENTICATE, which returns it to the not-authenticated state.
-    pub fn auth(mut self, settings: &Settings, user: &str, secret: &str) -> Outcome {
+    pub fn auth(
+        mut self,
+        settings: &Settings,
+        user: &str,
+        secret: &str,
+        client: Option<IpAddr>,
+    ) -> Outcome {
         let conn = self.connection();
         if !conn.is_tls() && !conn.is_loopback() {
             // Nothing was sent: the connection is as good as before.
@@ -66,6 +124,11 @@ impl Session {
                 Err(Error::cleartext().with_server(&self.server)),
                 Some(self),
             );
+        }
+        if let Err(e) = self.bind(settings, client) {
+            let e = e.with_server(&self.server);
+            self.close();
+            return (Err(e), None);
         }
         // Whatever the server sends back during the exchange may quote the credentials.
         let redactor = Arc::new(Redactor::new(user, secret));

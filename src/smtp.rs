@@ -7,6 +7,7 @@ use crate::error::{printable, Error, Kind, Result};
 use crate::net::{Connection, Transport};
 use crate::secret::{base64_secret, sasl_plain};
 use std::fmt;
+use std::net::IpAddr;
 use std::time::Instant;
 use zeroize::Zeroizing;
 
@@ -104,6 +105,10 @@ pub struct Extensions {
     pub auth_login: bool,
     pub pipelining: bool,
     pub smtputf8: bool,
+    /// `XCLIENT` is offered (to this client: servers offer it only to trusted relays).
+    pub xclient: bool,
+    /// ...and accepts its `NAME` attribute (Postfix does, Dovecot submission does not).
+    pub xclient_name: bool,
 }
 
 impl Extensions {
@@ -122,6 +127,9 @@ impl Extensions {
                 ext.pipelining = true;
             } else if is("SMTPUTF8") {
                 ext.smtputf8 = true;
+            } else if is("XCLIENT") {
+                ext.xclient = true;
+                ext.xclient_name = words.any(|w| w.eq_ignore_ascii_case("NAME"));
             } else if is("AUTH") || keyword.to_ascii_uppercase().starts_with("AUTH=") {
                 // `AUTH=PLAIN LOGIN` is the pre-RFC form some servers still send.
                 let first = keyword.get(5..).filter(|_| keyword.len() > 5);
@@ -134,6 +142,22 @@ impl Extensions {
         ext
     }
 }
+
+/// `XCLIENT ADDR=...` naming the real client (Postfix XCLIENT_README; Dovecot submission).
+/// `NAME=[UNAVAILABLE]` keeps Postfix from logging the relay's host name with the client's
+/// address; it is sent only to a server that lists `NAME`.
+pub fn xclient_command(client: IpAddr, with_name: bool) -> String {
+    let addr = match client {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("IPV6:{ip}"),
+    };
+    let name = if with_name { " NAME=[UNAVAILABLE]" } else { "" };
+    format!("XCLIENT ADDR={addr}{name}\r\n")
+}
+
+/// The server settings that let this relay name its clients, for error messages.
+const XCLIENT_SETTINGS: &str =
+    "allow this relay in smtpd_authorized_xclient_hosts (Postfix) or login_trusted_networks (Dovecot submission), or set forward.client-ip = false";
 
 /// What a reply to AUTH means (DESIGN.md): 235 OK, 535 REJECTED, anything else TEMPORARY.
 pub fn auth_verdict(reply: &Reply) -> std::result::Result<(), Kind> {
@@ -169,7 +193,15 @@ pub struct SmtpSession {
 }
 
 impl SmtpSession {
-    pub fn connect(settings: &Settings, tls: &Transport, deadline: Instant) -> Result<Self> {
+    /// Connects, greets, and with `client` (forward.client-ip) names that client with
+    /// XCLIENT right after the first EHLO/LHLO, so that everything after it, STARTTLS
+    /// included, is the client's session as far as the server is concerned.
+    pub fn connect(
+        settings: &Settings,
+        tls: &Transport,
+        deadline: Instant,
+        client: Option<IpAddr>,
+    ) -> Result<Self> {
         let conn = Connection::open(settings, tls, deadline)?;
         let helo_name = match conn.local_ip() {
             std::net::IpAddr::V4(ip) => format!("[{ip}]"),
@@ -187,11 +219,16 @@ impl SmtpSession {
             parser: ReplyParser::default(),
             in_transaction: false,
         };
-        session.start(settings, tls)?;
+        session.start(settings, tls, client)?;
         Ok(session)
     }
 
-    fn start(&mut self, settings: &Settings, tls: &Transport) -> Result<()> {
+    fn start(
+        &mut self,
+        settings: &Settings,
+        tls: &Transport,
+        client: Option<IpAddr>,
+    ) -> Result<()> {
         let greeting = self.read_reply().map_err(|e| e.with_command("greeting"))?;
         if greeting.code != 220 {
             let kind = if greeting.code == 421 {
@@ -202,6 +239,9 @@ impl SmtpSession {
             return Err(Error::new(kind, greeting.to_string()).with_command("greeting"));
         }
         self.hello()?;
+        if let Some(client) = client {
+            self.xclient(client)?;
+        }
         if !self.conn.is_tls() && self.ext.starttls {
             let reply = self.command(b"STARTTLS\r\n", "STARTTLS")?;
             if reply.code != 220 {
@@ -214,6 +254,32 @@ impl SmtpSession {
             self.hello()?;
         }
         Ok(())
+    }
+
+    /// XCLIENT, answered by a new greeting; then EHLO/LHLO again. A server that does not
+    /// offer it or refuses it is TEMPORARY: the login is never sent from the relay's address
+    /// instead, where one guessing client would get every user locked out.
+    fn xclient(&mut self, client: IpAddr) -> Result<()> {
+        if !self.ext.xclient {
+            return Err(Error::new(
+                Kind::Deferred,
+                format!("forward.client-ip is set but the server does not offer XCLIENT to this relay: {XCLIENT_SETTINGS}"),
+            )
+            .with_command(self.hello));
+        }
+        let line = xclient_command(client, self.ext.xclient_name);
+        let shown = line.trim_end().to_string();
+        let reply = self.command(line.as_bytes(), &shown)?;
+        match reply.code {
+            220 => self.hello(),
+            421 => Err(refused(Kind::Network, &shown, &reply)),
+            // Postfix: `550 5.7.0 Error: insufficient authorization`.
+            550 => Err(
+                Error::new(Kind::Deferred, format!("{reply} ({XCLIENT_SETTINGS})"))
+                    .with_command(&shown),
+            ),
+            _ => Err(refused(Kind::Deferred, &shown, &reply)),
+        }
     }
 
     fn hello(&mut self) -> Result<()> {

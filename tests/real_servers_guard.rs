@@ -15,36 +15,122 @@ fn open(extra: &str) -> Directory {
     Directory::open_str(&config, None).unwrap_or_else(|e| panic!("open: {e}"))
 }
 
-/// A user name no other test uses, so its log lines are this test's alone.
+/// A user name no other test uses, so its log lines are this test's alone. Lower case:
+/// Dovecot logs names lower-cased.
 fn unique_user(tag: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    format!("guard-{tag}-{}-{nanos}@example.org", std::process::id())
+    format!("guard-{tag}-{}-{nanos}@example.org", std::process::id()).to_lowercase()
 }
 
-/// Refused password checks Dovecot's auth process logged for `user`, once the log is quiet.
-fn refusals_logged_for(user: &str) -> usize {
-    let path = format!("{}/log/dovecot.log", servers().var("RD_DIR"));
-    let needle = format!("passwd-file({user},");
-    let count = || {
+/// Lines of a server log (`dovecot.log`, `postfix.log`) that contain `needle`, once the
+/// log is quiet: servers write a moment after the reply, so two reads must agree.
+fn logged(log: &str, needle: &str) -> Vec<String> {
+    let path = format!("{}/log/{log}", servers().var("RD_DIR"));
+    let read = || -> Vec<String> {
         std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("cannot read Dovecot's log {path}: {e}"))
+            .unwrap_or_else(|e| panic!("cannot read the server log {path}: {e}"))
             .lines()
-            .filter(|l| l.contains(&needle))
-            .count()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
     };
-    // The log process writes a moment after the reply: wait until two reads agree.
-    let mut last = count();
+    let mut last = read();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         std::thread::sleep(Duration::from_millis(300));
-        let now = count();
-        if now == last || Instant::now() > deadline {
+        let now = read();
+        if now.len() == last.len() || Instant::now() > deadline {
             return now;
         }
         last = now;
+    }
+}
+
+/// Refused password checks Dovecot's auth process logged for `user`.
+fn refusals_logged_for(user: &str) -> usize {
+    logged("dovecot.log", &format!("passwd-file({user},")).len()
+}
+
+#[test]
+fn forwarded_logins_are_logged_with_the_clients_address_never_the_relays() {
+    // IMAP (ID), Dovecot submission and Postfix (XCLIENT before STARTTLS), one handle each,
+    // two clients through it; one connection at most, so the second client cannot reuse
+    // the first one's connection and must get its own.
+    for (index, (kind, port)) in [
+        ("imap", "RD_IMAP_PORT"),
+        ("smtp", "RD_SUBMISSION_PORT"),
+        ("smtp", "RD_SMTP_PORT"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let config = servers().config(
+            kind,
+            port,
+            false,
+            "forward.client-ip = true\npool.max-connections = 1",
+        );
+        let dir = Directory::open_str(&config, None).unwrap();
+        // The harness's Postfix runs with inet_protocols = ipv4: it refuses IPv6 in XCLIENT
+        // (501 Bad ADDR syntax, TEMPORARY here).
+        let clients = match port {
+            "RD_SMTP_PORT" => ["203.0.113.5", "198.51.100.5"],
+            _ => ["203.0.113.5", "2001:db8::5"],
+        };
+        // Short names: Dovecot's auth log cuts long ones.
+        let users: Vec<String> = (0..clients.len())
+            .map(|c| unique_user(&format!("f{index}{c}")))
+            .collect();
+        for round in 0..2 {
+            for (user, client) in users.iter().zip(clients) {
+                let e = dir
+                    .auth_from(
+                        user,
+                        &format!("guess{round}"),
+                        Some(client.parse().unwrap()),
+                    )
+                    .unwrap_err();
+                assert_eq!(e.kind(), Kind::Rejected, "{port} {client}: {e}");
+            }
+        }
+        drop(dir);
+        for (user, client) in users.iter().zip(clients) {
+            let lines = logged("dovecot.log", &format!("passwd-file({user},"));
+            assert_eq!(lines.len(), 2, "{port}: {lines:?}");
+            for line in &lines {
+                // `(user,ip,<session>)` from imap/submission, `(user,ip)` through Postfix.
+                let seen = |end: char| line.contains(&format!("passwd-file({user},{client}{end}"));
+                assert!(
+                    seen(',') || seen(')'),
+                    "{port}: the server saw another address: {line}"
+                );
+            }
+        }
+        if port != "RD_SMTP_PORT" {
+            // imap-login and submission-login log each failed connection with `rip=`.
+            for (user, client) in users.iter().zip(clients) {
+                let lines = logged("dovecot.log", &format!("user=<{user}>"));
+                assert!(
+                    !lines.is_empty(),
+                    "{port}: Dovecot logged nothing for {user}"
+                );
+                for line in &lines {
+                    assert!(line.contains(&format!("rip={client},")), "{line}");
+                }
+            }
+        }
+        if port == "RD_SMTP_PORT" {
+            for client in clients {
+                let lines = logged(
+                    "postfix.log",
+                    &format!("[{client}]: SASL PLAIN authentication failed"),
+                );
+                assert!(lines.len() >= 2, "Postfix: {client}: {lines:?}");
+            }
+        }
     }
 }
 

@@ -964,6 +964,8 @@ pub struct ImapServer {
     pub bye_after_idle: Option<Duration>,
     /// TLS from the first byte (`tls.implicit = true`); `caps_tls` then applies throughout.
     pub implicit_tls: bool,
+    /// Tagged reply (after the tag) to `ID`, when `ID` is a capability.
+    pub id_reply: String,
 }
 
 impl ImapServer {
@@ -980,6 +982,7 @@ impl ImapServer {
             delay: Duration::ZERO,
             bye_after_idle: None,
             implicit_tls: false,
+            id_reply: "OK ID completed.".into(),
         }
     }
 
@@ -1155,6 +1158,13 @@ fn run_imap(cfg: &ImapServer, c: &mut Conn) -> PeerResult {
                 c.send(&format!("{tag} OK Capability completed."))?;
             }
             "NOOP" => c.send(&format!("{tag} OK NOOP completed."))?,
+            "ID" if has_word(&in_force, "ID") => {
+                if logged_in {
+                    c.note("ID after login: too late to name the client");
+                }
+                c.send("* ID (\"name\" \"Fake\")")?;
+                c.send(&format!("{tag} {}", cfg.id_reply))?;
+            }
             "LOGOUT" => {
                 c.send("* BYE Logging out")?;
                 c.send(&format!("{tag} OK Logout completed."))?;
@@ -1274,6 +1284,9 @@ pub struct SmtpServer {
     pub idle_421_after: Option<Duration>,
     /// TLS from the first byte (`tls.implicit = true`); `ehlo_tls` then applies throughout.
     pub implicit_tls: bool,
+    /// Reply to `XCLIENT` when it is offered; `None`: a new greeting for the first one and
+    /// Postfix's `550 5.7.0 Error: insufficient authorization` for any later one.
+    pub xclient_reply: Option<String>,
 }
 
 impl SmtpServer {
@@ -1294,6 +1307,7 @@ impl SmtpServer {
             rcpt_delay: Duration::ZERO,
             idle_421_after: None,
             implicit_tls: false,
+            xclient_reply: None,
         }
     }
 
@@ -1353,6 +1367,7 @@ fn run_smtp(cfg: &SmtpServer, c: &mut Conn) -> PeerResult {
     c.send_lines(&greeting)?;
     let mut helo_done = false;
     let mut authenticated = false;
+    let mut xclient_done = false;
     // MAIL FROM accepted, or attempted (a pipelined RCPT after a refused MAIL is fine).
     let mut in_transaction = false;
     let mut mail_attempted = false;
@@ -1507,6 +1522,26 @@ fn run_smtp(cfg: &SmtpServer, c: &mut Conn) -> PeerResult {
                 in_transaction = false;
                 mail_attempted = false;
                 c.send("250 2.0.0 Ok")?;
+            }
+            "XCLIENT"
+                if ext
+                    .iter()
+                    .any(|k| k.to_ascii_uppercase().starts_with("XCLIENT")) =>
+            {
+                if !helo_done || authenticated || in_transaction {
+                    c.note("XCLIENT out of sequence");
+                }
+                match &cfg.xclient_reply {
+                    Some(reply) => c.send(reply)?,
+                    None if xclient_done => {
+                        c.send("550 5.7.0 Error: insufficient authorization")?
+                    }
+                    None => {
+                        xclient_done = true;
+                        helo_done = false;
+                        c.send_lines(&greeting)?;
+                    }
+                }
             }
             "NOOP" => c.send("250 2.0.0 Ok")?,
             "QUIT" => {

@@ -262,6 +262,9 @@ hostname = localhost
 log_path = $LOG/dovecot.log
 info_log_path = $LOG/dovecot.log
 auth_verbose = yes
+# The tests' relay may name its clients (IMAP ID x-originating-ip, submission XCLIENT):
+# forward.client-ip is tested against this.
+login_trusted_networks = 127.0.0.0/8
 
 ssl = yes
 ssl_cert = <$TLS/server.pem
@@ -397,6 +400,8 @@ smtpd_sasl_path = inet:127.0.0.1:$SASL_PORT
 # permit_mynetworks is deliberately absent: loopback clients must not relay.
 smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination
 smtpd_recipient_restrictions =
+# The tests' relay may name its clients with XCLIENT (forward.client-ip).
+smtpd_authorized_xclient_hosts = 127.0.0.0/8
 
 # For the smtpd on the policy port (master.cf): ask a policy service before accepting a
 # recipient.  One try and short timeouts, so "nobody listens" is a quick 451 4.3.5
