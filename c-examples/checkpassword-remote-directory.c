@@ -14,6 +14,10 @@
  * Environment:
  *   REMOTE_DIRECTORY_CONFIG  configuration file (default /etc/remote-directory.toml)
  *   REMOTE_DIRECTORY_NAME    which [directory.NAME] to use (optional)
+ *   TCPREMOTEIP              the client's address, set by Dovecot (and by
+ *                            tcpserver); passed to directory_auth_from for
+ *                            throttle.client and forward.client-ip. Unset or
+ *                            not an IP address: the client is unknown.
  *
  * Exit status (when PROGRAM is not run):
  *   1    password rejected, unknown user, or unusable user/password
@@ -26,6 +30,7 @@
  * Diagnostics go to stderr (Dovecot logs them); the password never does.
  */
 #define _DEFAULT_SOURCE /* explicit_bzero, setenv */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +84,20 @@ static int exit_status(directory_result r)
     }
 }
 
+/* TCPREMOTEIP if it is an IP address; NULL (unknown) otherwise. */
+static const char *client_address(const char *me)
+{
+    const char *ip = getenv("TCPREMOTEIP");
+    unsigned char buf[sizeof(struct in6_addr)];
+
+    if (ip == NULL || *ip == '\0')
+        return NULL;
+    if (inet_pton(AF_INET, ip, buf) == 1 || inet_pton(AF_INET6, ip, buf) == 1)
+        return ip;
+    fprintf(stderr, "%s: TCPREMOTEIP is not an IP address; the client counts as unknown\n", me);
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     /* One more byte than allowed, to notice oversized input. */
@@ -130,7 +149,7 @@ int main(int argc, char **argv)
         explicit_bzero(input, sizeof input);
         return EXIT_TEMPORARY;
     }
-    r = directory_auth(dir, user, password);
+    r = directory_auth_from(dir, user, password, client_address(me));
     directory_close(dir);
     /* The password is not needed any more; the user name still is. */
     explicit_bzero((char *)password, (size_t)(input + sizeof input - password));

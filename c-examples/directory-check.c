@@ -36,7 +36,7 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-"usage: directory-check [-c FILE] [-d NAME] [-v] auth USER\n"
+"usage: directory-check [-c FILE] [-d NAME] [-v] [--client-ip IP] auth USER\n"
 "       directory-check [-c FILE] [-d NAME] [-v] rcpt ADDRESS...\n"
 "       directory-check [-c FILE] [-d NAME] [-v] domain DOMAIN...\n"
 "       directory-check [-c FILE] [-d NAME] --show-config\n"
@@ -54,6 +54,9 @@ static void usage(FILE *out)
 "  -c FILE   configuration file (default " DEFAULT_CONFIG ")\n"
 "  -d NAME   which [directory.NAME] to use (needed when FILE has several)\n"
 "  -v        also print the library's message for each answer\n"
+"  --client-ip IP  auth: the login comes from this client address (IPv4 or\n"
+"                  IPv6), as directory_auth_from: throttle.client counts it and\n"
+"                  forward.client-ip tells the server; not an address: exit 4\n"
 "\n"
 "auth reads the password from the terminal without echo, or from standard\n"
 "input when it is not a terminal (one trailing newline is removed).\n"
@@ -235,12 +238,13 @@ static void show(const char *subject, directory_result r, int verbose)
 
 int main(int argc, char **argv)
 {
-    const char *config = DEFAULT_CONFIG, *name = NULL, *command;
+    const char *config = DEFAULT_CONFIG, *name = NULL, *command, *client_ip = NULL;
     int verbose = 0, opt, i, worst = 0, mode = 0;
-    enum { SHOW_CONFIG = 1, CHECK_CONFIG = 2 };
+    enum { SHOW_CONFIG = 1, CHECK_CONFIG = 2, CLIENT_IP = 3 };
     static const struct option long_options[] = {
         {"show-config", no_argument, NULL, SHOW_CONFIG},
         {"check-config", no_argument, NULL, CHECK_CONFIG},
+        {"client-ip", required_argument, NULL, CLIENT_IP},
         {NULL, 0, NULL, 0},
     };
     directory *dir = NULL;
@@ -262,6 +266,7 @@ int main(int argc, char **argv)
                 return usage_error("--show-config and --check-config exclude each other");
             mode = opt;
             break;
+        case CLIENT_IP: client_ip = optarg; break;
         case 'c': config = optarg; break;
         case 'd': name = optarg; break;
         case 'v': verbose = 1; break;
@@ -271,6 +276,8 @@ int main(int argc, char **argv)
             char msg[64];
             if (optopt == 'c' || optopt == 'd')
                 snprintf(msg, sizeof msg, "option -%c needs an argument", optopt);
+            else if (optopt == CLIENT_IP)
+                snprintf(msg, sizeof msg, "option --client-ip needs an argument");
             else if (optopt == 0)
                 snprintf(msg, sizeof msg, "unknown option %.40s", argv[optind - 1]);
             else
@@ -289,6 +296,8 @@ int main(int argc, char **argv)
     if (optind >= argc)
         return usage_error("missing command (auth, rcpt or domain)");
     command = argv[optind++];
+    if (client_ip != NULL && strcmp(command, "auth") != 0)
+        return usage_error("--client-ip applies to auth only");
     if (strcmp(command, "auth") == 0) {
         if (argc - optind != 1)
             return usage_error("auth takes exactly one USER (the password is read, not given)");
@@ -317,7 +326,7 @@ int main(int argc, char **argv)
         } else if (len < 0) {
             worst = DIRECTORY_RESULT_INTERNAL;
         } else {
-            r = directory_auth(dir, argv[optind], password);
+            r = directory_auth_from(dir, argv[optind], password, client_ip);
             show(argv[optind], r, verbose);
             worst = (int)r;
         }

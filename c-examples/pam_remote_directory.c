@@ -22,10 +22,16 @@
  * symbols are hidden, so the module exports only pam_sm_authenticate and
  * pam_sm_setcred and does not clash with anything the application loads.
  *
+ * The client's address: PAM_RHOST, when the application set it to an IPv4 or
+ * IPv6 address (sshd, saslauthd -r, Dovecot's PAM passdb do), is passed to
+ * directory_auth_from, for throttle.client and forward.client-ip. A host name
+ * there is not an address: the login is then checked as from an unknown client.
+ *
  * Messages go to pam_syslog(3). The password is never logged, copied or
  * freed here: it belongs to libpam (the PAM_AUTHTOK item), which wipes it.
  */
 #define _DEFAULT_SOURCE
+#include <arpa/inet.h>
 #include <stdarg.h>
 #include <string.h>
 #include <syslog.h>
@@ -85,6 +91,19 @@ static int to_pam(directory_result r)
     default: /* UNSUPPORTED, CONFIG, INTERNAL and any value added later */
         return PAM_SERVICE_ERR;
     }
+}
+
+/* PAM_RHOST if it is an IP address; NULL (unknown) otherwise. */
+static const char *client_address(pam_handle_t *pamh)
+{
+    const void *item = NULL;
+    unsigned char buf[sizeof(struct in6_addr)];
+
+    if (pam_get_item(pamh, PAM_RHOST, &item) != PAM_SUCCESS || item == NULL)
+        return NULL;
+    if (inet_pton(AF_INET, item, buf) == 1 || inet_pton(AF_INET6, item, buf) == 1)
+        return item;
+    return NULL;
 }
 
 PAM_EXTERN int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc,
@@ -152,7 +171,7 @@ PAM_EXTERN int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc,
         return to_pam(r);
     }
 
-    r = directory_auth(dir, user, password);
+    r = directory_auth_from(dir, user, password, client_address(pamh));
     switch (r) {
     case DIRECTORY_RESULT_OK:
         if (opt.debug)

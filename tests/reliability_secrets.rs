@@ -351,6 +351,75 @@ fn no_password_in_any_message_debug_output_or_trace_line() {
 }
 
 #[test]
+fn defences_put_no_password_in_messages_or_trace() {
+    // Throttled, negative-cached and forwarded logins (IMAP ID, XCLIENT to Dovecot
+    // submission and Postfix), and forwarding refused by a scripted server.
+    let (_guard, trace) = setup();
+    let mut got = Collected::default();
+    let servers = common::servers();
+    let defences =
+        "forward.client-ip = true\nthrottle.user = \"2/10m\"\ncache.auth-negative-ttl = \"5m\"";
+    let client = Some("203.0.113.99".parse().unwrap());
+    for (kind, port) in [
+        ("imap", "RD_IMAP_PORT"),
+        ("smtp", "RD_SUBMISSION_PORT"),
+        ("smtp", "RD_SMTP_PORT"),
+    ] {
+        let dir = Directory::open_str(&servers.config(kind, port, false, defences), None).unwrap();
+        let secret = format!("defence-S3cret-{port}-\"wö\\rd");
+        let mut kinds = Vec::new();
+        // Refused, refused again from the negative cache, another refused, then throttled.
+        for secret in [
+            &secret,
+            &secret,
+            &format!("{secret}-2"),
+            &format!("{secret}-3"),
+        ] {
+            let e = dir.auth_from(ALICE, secret, client).unwrap_err();
+            kinds.push(e.kind());
+            got.messages.push(format!("{e} | {e:?}"));
+            got.secrets.push((ALICE.into(), secret.clone()));
+        }
+        assert_eq!(
+            kinds,
+            [
+                Kind::Rejected,
+                Kind::Rejected,
+                Kind::Rejected,
+                Kind::Throttled
+            ],
+            "{port}"
+        );
+    }
+    let refusing = SmtpServer {
+        xclient_reply: Some("550 5.7.0 Error: insufficient authorization".into()),
+        ..SmtpServer::smtp(&["XCLIENT NAME ADDR", "AUTH PLAIN"])
+    }
+    .start();
+    let dir = Directory::open_str(
+        &peer::config("smtp", &refusing, &["forward.client-ip = true"]),
+        None,
+    )
+    .unwrap();
+    let secret = "refused-forwarding-S3cret";
+    let e = dir.auth_from(ALICE, secret, client).unwrap_err();
+    assert_eq!(e.kind(), Kind::Deferred, "{e}");
+    got.messages.push(format!("{e} | {e:?}"));
+    got.secrets.push((ALICE.into(), secret.into()));
+    for message in &got.messages {
+        assert_no_leak("an error message", message, &got.secrets);
+    }
+    let trace_text = std::fs::read_to_string(&trace).unwrap_or_default();
+    assert!(
+        trace_text.contains("x-originating-ip") && trace_text.contains("XCLIENT ADDR="),
+        "the trace lacks the forwarding commands"
+    );
+    for line in trace_text.lines() {
+        assert_no_leak("the trace", line, &got.secrets);
+    }
+}
+
+#[test]
 fn a_server_echoing_the_credentials_back_does_not_put_them_in_the_message_or_trace() {
     // Some servers quote the offending command in their error reply ("502 5.5.2 Error:
     // command not recognized: <line>", "BAD Invalid base64: <data>"). The library builds

@@ -205,6 +205,8 @@ dir_conf imap imap "$RD_IMAP_PORT" >"$T/imap.toml"
 dir_conf lmtp lmtp "$RD_LMTP_PORT" >"$T/lmtp.toml"
 { dir_conf imap imap "$RD_IMAP_PORT"; echo; dir_conf lmtp lmtp "$RD_LMTP_PORT"; } >"$T/both.toml"
 dir_conf imap imap "$CLOSED_PORT" >"$T/imap-down.toml"
+# forward.client-ip: the harness Dovecot trusts loopback, so its log shows the client named.
+dir_conf imap imap "$RD_IMAP_PORT" | sed 's/^timeout = .*/&\nforward.client-ip = true/' >"$T/imap-fwd.toml"
 dir_conf lmtp lmtp "$CLOSED_PORT" >"$T/lmtp-down.toml"
 chmod 644 "$T"/*.toml
 
@@ -212,6 +214,19 @@ ALICE=alice@example.org
 ALICE_PASS=alice-pass-1
 BOB_PASS='p"a\ss wörd'
 WRONG_PASS=not-alices-password
+
+# dovecot_saw USER IP: the harness Dovecot's auth process logged a check of USER for a
+# client at IP (what the server saw, not what the program believes it sent).
+dovecot_saw() {
+    local _
+    for _ in $(seq 20); do
+        grep -qF "passwd-file($1,$2," "$RD_DIR/log/dovecot.log" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+# A user name of this run only, so an old log line cannot match.
+fwd_user() { echo "fwd-$1-$$@example.org"; }
 
 # ---------------------------------------------------------------------------------------
 # 2. example
@@ -250,6 +265,15 @@ run dc-auth-long feed "$(head -c 5000 /dev/zero | tr '\0' x)" "$DC" -c "$T/imap.
 expect "directory-check auth: 5000-byte password -> 4" 4 'longer than 4096'
 run dc-auth-down feed "$ALICE_PASS"$'\n' "$DC" -v -c "$T/imap-down.toml" auth "$ALICE"
 expect "directory-check auth: server down (closed port) -> 2" 2 'TEMPORARY'
+U=$(fwd_user dc)
+run dc-client-ip feed "$WRONG_PASS"$'\n' "$DC" -c "$T/imap-fwd.toml" --client-ip 203.0.113.71 auth "$U"
+expect "directory-check --client-ip: refused -> 1" 1 'REJECTED'
+if dovecot_saw "$U" 203.0.113.71; then ok "directory-check --client-ip: Dovecot saw the client's address"
+else fail "directory-check --client-ip: Dovecot saw the client's address" "$(grep -F "$U" "$RD_DIR/log/dovecot.log")"; fi
+run dc-client-ip-bad feed "$ALICE_PASS"$'\n' "$DC" -v -c "$T/imap.toml" --client-ip 203.0.113.71:993 auth "$ALICE"
+expect "directory-check --client-ip with a port -> 4" 4 'INVALID_INPUT' 'not an IPv4 or IPv6 address'
+run dc-client-ip-rcpt "$DC" -c "$T/lmtp.toml" --client-ip 203.0.113.71 rcpt "$ALICE"
+expect "directory-check --client-ip with rcpt -> 64" 64 'auth only'
 
 # The terminal path: prompt on /dev/tty, no echo, exit status through the pty.
 cat >"$T/pty_auth.py" <<'EOF'
@@ -352,9 +376,10 @@ echo "auth required $MOD config=$T/imap-down.toml" >"$PAMD/rd-down"
 echo "auth required $MOD config=$T/does-not-exist.toml" >"$PAMD/rd-badconfig"
 echo "auth required $MOD config=$T/imap.toml confgi=typo" >"$PAMD/rd-badoption"
 echo "auth required $MOD config=$T/imap.toml use_first_pass" >"$PAMD/rd-firstpass"
-pam() { # SERVICE USER PASSWORD
+echo "auth required $MOD config=$T/imap-fwd.toml" >"$PAMD/rd-fwd"
+pam() { # SERVICE USER PASSWORD [pamtester options]
     printf '%s\n' "$3" | LD_PRELOAD="$PAM_WRAPPER_LIB" PAM_WRAPPER=1 PAM_WRAPPER_SERVICE_DIR="$PAMD" \
-        pamtester "$1" "$2" authenticate
+        pamtester "${@:4}" "$1" "$2" authenticate
 }
 run pam-ok pam rd-ok "$ALICE" "$ALICE_PASS"
 expect "PAM: right password -> success" 0 'successfully authenticated'
@@ -374,6 +399,16 @@ run pam-badoption pam rd-badoption "$ALICE" "$ALICE_PASS"
 expect "PAM: unknown module option -> PAM_SERVICE_ERR" 1 'pamtester: Error in service module' 'unknown or empty option'
 run pam-firstpass pam rd-firstpass "$ALICE" "$ALICE_PASS"
 expect "PAM: use_first_pass with no earlier password -> Authentication failure" 1 'pamtester: Authentication failure'
+U=$(fwd_user pam)
+run pam-rhost pam rd-fwd "$U" "$WRONG_PASS" -I rhost=2001:db8::72
+expect "PAM: PAM_RHOST=2001:db8::72, refused -> Authentication failure" 1 'pamtester: Authentication failure'
+if dovecot_saw "$U" 2001:db8::72; then ok "PAM: Dovecot saw PAM_RHOST as the client's address"
+else fail "PAM: Dovecot saw PAM_RHOST as the client's address" "$(grep -F "$U" "$RD_DIR/log/dovecot.log")"; fi
+U=$(fwd_user pamhost)
+run pam-rhost-name pam rd-fwd "$U" "$WRONG_PASS" -I rhost=client.example.net
+expect "PAM: PAM_RHOST a host name -> checked as from an unknown client" 1 'pamtester: Authentication failure'
+if dovecot_saw "$U" 127.0.0.1; then ok "PAM: a host name in PAM_RHOST is not forwarded"
+else fail "PAM: a host name in PAM_RHOST is not forwarded" "$(grep -F "$U" "$RD_DIR/log/dovecot.log")"; fi
 
 # One process, six PAM transactions: the module is loaded and unloaded each time (the
 # reason it keeps no handle between calls); right and wrong passwords alternate.
@@ -449,6 +484,13 @@ run cp-long "$CP" true 3< <(head -c 600 /dev/zero)
 expect "checkpassword: over 512 bytes on fd 3 -> 2" 2 'more than 512 bytes'
 run cp-nofd3 "$CP" true
 expect "checkpassword: no fd 3 -> 2" 2 'cannot read fd 3'
+U=$(fwd_user cp)
+run cp-remoteip cpw "$T/imap-fwd.toml" "$U" "$WRONG_PASS" TCPREMOTEIP=203.0.113.73
+expect "checkpassword: TCPREMOTEIP set, refused -> 1" 1 'REJECTED'
+if dovecot_saw "$U" 203.0.113.73; then ok "checkpassword: Dovecot saw TCPREMOTEIP as the client's address"
+else fail "checkpassword: Dovecot saw TCPREMOTEIP as the client's address" "$(grep -F "$U" "$RD_DIR/log/dovecot.log")"; fi
+run cp-remoteip-bad cpw "$T/imap.toml" "$ALICE" "$ALICE_PASS" TCPREMOTEIP=not-an-address
+expect "checkpassword: TCPREMOTEIP not an address -> unknown client, still checked" 0 "reply program ran for USER=$ALICE" 'TCPREMOTEIP is not an IP address'
 leaks=$(grep -lF -e "$ALICE_PASS" -e "$BOB_PASS" -e "$WRONG_PASS" "$T"/out/cp-* || true)
 if [[ -z "$leaks" ]]; then ok "checkpassword never prints a password"; else
     fail "checkpassword never prints a password" "found in: $leaks"; fi
