@@ -493,6 +493,26 @@ impl<'a> KeyReader<'a> {
         }
     }
 
+    /// Every key under `prefix` (a table whose keys the user names, such as a map from a
+    /// service to a directory), consumed: each key without the prefix, and its value.
+    pub fn table(&mut self, prefix: &'static str) -> Vec<(String, &'a Value)> {
+        self.known.push((prefix, false));
+        let start = format!("{prefix}.");
+        let names: Vec<String> = self
+            .keys
+            .range(start.clone()..)
+            .take_while(|(k, _)| k.starts_with(&start))
+            .map(|(k, _)| k.clone())
+            .collect();
+        names
+            .into_iter()
+            .filter_map(|k| {
+                let v = self.keys.remove(&k)?;
+                Some((k[start.len()..].to_string(), v))
+            })
+            .collect()
+    }
+
     pub fn string(
         &mut self,
         key: &'static str,

@@ -179,6 +179,16 @@ impl Section<'_, '_> {
         self.keys.boolean(key, None)
     }
 
+    /// The keys under `prefix` (a table such as `saslauthd.services`), each without the
+    /// prefix, with its value.
+    pub fn table(&mut self, prefix: &'static str) -> Vec<(String, toml::Value)> {
+        self.keys
+            .table(prefix)
+            .into_iter()
+            .map(|(k, v)| (k, v.clone()))
+            .collect()
+    }
+
     /// A CONFIG error about `key` (`origin: daemon.key: msg`).
     pub fn error(&self, key: &str, msg: impl std::fmt::Display) -> Error {
         self.keys.error(key, msg)

@@ -28,6 +28,8 @@ impl Head<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadError {
     TooLong,
+    /// A `Content-Length` over the endpoint's bound.
+    BodyTooLong(usize),
     Malformed(String),
 }
 
@@ -35,6 +37,7 @@ impl std::fmt::Display for HeadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             HeadError::TooLong => write!(f, "request head longer than {MAX_HEAD} bytes"),
+            HeadError::BodyTooLong(max) => write!(f, "request body longer than {max} bytes"),
             HeadError::Malformed(why) => write!(f, "malformed HTTP request: {why}"),
         }
     }
@@ -43,6 +46,15 @@ impl std::fmt::Display for HeadError {
 /// The head at the start of `input` and the bytes it took; `None` when incomplete. A
 /// request body is refused: these endpoints take none.
 pub fn parse_head(input: &[u8]) -> Result<Option<(Head<'_>, usize)>, HeadError> {
+    parse_request(input, 0).map(|r| r.map(|(head, _, used)| (head, used)))
+}
+
+/// A request head, its body and the bytes both took.
+pub type Request<'a> = (Head<'a>, &'a [u8], usize);
+
+/// The head at the start of `input`, its body (`Content-Length` bytes, at most `max_body`;
+/// chunked bodies are refused) and the bytes both took; `None` when incomplete.
+pub fn parse_request(input: &[u8], max_body: usize) -> Result<Option<Request<'_>>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let used = match request.parse(input) {
@@ -63,14 +75,24 @@ pub fn parse_head(input: &[u8]) -> Result<Option<(Head<'_>, usize)>, HeadError> 
         path: request.path.unwrap_or_default(),
         headers: out,
     };
-    let has_body = head.header("content-length").is_some_and(|v| v != "0")
-        || head.header("transfer-encoding").is_some();
-    if has_body {
-        return Err(HeadError::Malformed(
-            "a request body is not accepted".into(),
-        ));
+    let no_body = || HeadError::Malformed("a request body is not accepted".into());
+    if head.header("transfer-encoding").is_some() {
+        return Err(no_body());
     }
-    Ok(Some((head, used)))
+    let length = match head.header("content-length") {
+        None => 0,
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| HeadError::Malformed("Content-Length is not a number".into()))?,
+    };
+    match length {
+        0 => Ok(Some((head, &[], used))),
+        _ if max_body == 0 => Err(no_body()),
+        _ if length > max_body => Err(HeadError::BodyTooLong(max_body)),
+        _ => Ok(input
+            .get(used..used + length)
+            .map(|body| (head, body, used + length))),
+    }
 }
 
 /// A complete response that ends the connection.

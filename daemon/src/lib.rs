@@ -6,14 +6,18 @@
 //! from the library's [`remote_directory::Directory`]: a protocol module only translates.
 #![forbid(unsafe_code)]
 
+pub mod auth_http;
 pub mod config;
+pub mod dovecot_auth;
 pub mod http;
 pub mod listener;
 mod log;
 pub mod metrics;
 pub mod own;
+pub mod password;
 pub mod policy;
 pub mod protocols;
+pub mod saslauthd;
 pub mod socketmap;
 pub mod state;
 

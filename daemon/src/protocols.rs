@@ -56,4 +56,7 @@ pub const PROTOCOLS: &[Protocol] = &[
     protocol!("socketmap", crate::socketmap::build),
     protocol!("policy", crate::policy::build),
     protocol!("metrics", crate::metrics::build),
+    protocol!("dovecot-auth", crate::dovecot_auth::build),
+    protocol!("saslauthd", crate::saslauthd::build),
+    protocol!("auth-http", crate::auth_http::build),
 ];
