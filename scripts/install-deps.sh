@@ -24,6 +24,7 @@ set -euo pipefail
 #   dovecot-auth-lua                       Dovecot's Lua passdb running contrib/dovecot-passdb.lua
 #   scdoc man-db bsdextrautils             manual pages: scdoc builds them (`make`), man/lexgrog/col
 #                                          check that they render (man/check.sh)
+#   redis-server                           the shared store of the `redis` feature's tests
 PACKAGES=(
     build-essential pkg-config libssl-dev openssl
     dovecot-core dovecot-imapd dovecot-lmtpd dovecot-submissiond postfix
@@ -32,6 +33,7 @@ PACKAGES=(
     python3 python3-venv python3-pip
     scdoc man-db bsdextrautils
     sasl2-bin libsasl2-modules nginx-light libnginx-mod-mail dovecot-auth-lua
+    redis-server
 )
 
 check_only=false

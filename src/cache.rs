@@ -18,7 +18,7 @@ use crate::secret::sasl_plain;
 use ring::hmac;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const SHARDS: usize = 16;
@@ -100,7 +100,24 @@ impl<V: Clone> TtlMap<V> {
     }
 }
 
+/// Results shared with the other handles and hosts of a fleet (the store of `store.url`,
+/// cargo feature `redis`), asked only when this process does not know the answer. Every
+/// method degrades to "not known" / nothing done when the store cannot answer in time.
+pub trait Shared: Send + Sync {
+    /// A recipient's stored answer and the time it has left.
+    fn rcpt(&self, address: &str) -> Option<(Result<()>, Duration)>;
+    fn remember_rcpt(&self, address: &str, result: &Result<()>, ttl: Duration);
+    /// The time left to a stored successful login of this exact user and secret.
+    fn login_known(&self, user: &str, secret: &str) -> Option<Duration>;
+    /// Forgets the user's stored refusals and, with a TTL, stores the success.
+    fn remember_login(&self, user: &str, secret: &str, ttl: Option<Duration>);
+    fn login_refused(&self, user: &str, secret: &str) -> bool;
+    fn remember_refusal(&self, user: &str, secret: &str, ttl: Duration);
+}
+
 pub struct Cache {
+    /// Behind the local maps, never in front of them.
+    shared: Option<Arc<dyn Shared>>,
     rcpts: TtlMap<Result<()>>,
     ttl_positive: Duration,
     ttl_negative: Duration,
@@ -120,7 +137,7 @@ const REFUSALS_PER_USER: usize = 4;
 type Refusals = Vec<(Instant, hmac::Tag)>;
 
 impl Cache {
-    pub fn new(settings: &CacheSettings) -> Result<Self> {
+    pub fn new(settings: &CacheSettings, shared: Option<Arc<dyn Shared>>) -> Result<Self> {
         let grace = settings.stale_if_error.unwrap_or(Duration::ZERO);
         let login_ttl = match (settings.auth_ttl, settings.stale_if_error) {
             (Some(ttl), _) => Some(ttl),
@@ -141,6 +158,7 @@ impl Cache {
             None => None,
         };
         Ok(Cache {
+            shared,
             rcpts: TtlMap::new(settings.size, grace),
             ttl_positive: settings.ttl_positive,
             ttl_negative: settings.ttl_negative,
@@ -154,7 +172,14 @@ impl Cache {
 
     /// A remembered answer for `address`: OK or REJECTED (with the server's words).
     pub fn rcpt(&self, address: &str) -> Option<Result<()>> {
-        self.rcpts.get(address, Instant::now())
+        let now = Instant::now();
+        if let Some(known) = self.rcpts.get(address, now) {
+            return Some(known);
+        }
+        let (result, left) = self.shared.as_ref()?.rcpt(address)?;
+        let result = result.map_err(Error::cached);
+        self.rcpts.insert(address, result.clone(), left, now);
+        Some(result)
     }
 
     /// Whether `address` was known to exist until less than `cache.stale-if-error` ago.
@@ -171,11 +196,33 @@ impl Cache {
         };
         let kept = result.clone().map_err(|e| e.cached());
         self.rcpts.insert(address, kept, ttl, Instant::now());
+        if let Some(shared) = &self.shared {
+            shared.remember_rcpt(address, result, ttl);
+        }
     }
 
     /// Whether this exact user and secret logged in successfully within `cache.auth-ttl`.
     pub fn login_known(&self, user: &str, secret: &str) -> bool {
-        self.login_in(user, secret, false)
+        if self.login_in(user, secret, false) {
+            return true;
+        }
+        let (Some(shared), Some((logins, ttl)), Some(key)) =
+            (&self.shared, &self.logins, &self.login_key)
+        else {
+            return false;
+        };
+        if ttl.is_zero() {
+            // Remembered for cache.stale-if-error only: never an answer while servers answer.
+            return false;
+        }
+        match shared.login_known(user, secret) {
+            Some(left) => {
+                let tag = hmac::sign(key, &sasl_plain(user, secret));
+                logins.insert(user, tag, left.min(*ttl), Instant::now());
+                true
+            }
+            None => false,
+        }
     }
 
     /// Whether this exact user and secret logged in successfully, in an entry that expired
@@ -199,6 +246,10 @@ impl Cache {
         if let Some((refusals, _)) = &self.refusals {
             refusals.remove(user);
         }
+        if let Some(shared) = &self.shared {
+            let ttl = self.logins.as_ref().map(|(_, ttl)| *ttl);
+            shared.remember_login(user, secret, ttl.filter(|t| !t.is_zero()));
+        }
         if let (Some((logins, ttl)), Some(key)) = (&self.logins, &self.login_key) {
             let tag = hmac::sign(key, &sasl_plain(user, secret));
             logins.insert(user, tag, *ttl, Instant::now());
@@ -211,17 +262,35 @@ impl Cache {
             return false;
         };
         let now = Instant::now();
-        let Some(tags) = refusals.get(user, now) else {
-            return false;
-        };
         let message = sasl_plain(user, secret);
-        tags.iter().any(|(expires, tag)| {
-            *expires > now && hmac::verify(key, &message, tag.as_ref()).is_ok()
-        })
+        let known = refusals.get(user, now).is_some_and(|tags| {
+            tags.iter().any(|(expires, tag)| {
+                *expires > now && hmac::verify(key, &message, tag.as_ref()).is_ok()
+            })
+        });
+        if known {
+            return true;
+        }
+        // Another host's refusal: kept here too, so a phone retrying costs one round trip.
+        let shared = self
+            .shared
+            .as_ref()
+            .is_some_and(|s| s.login_refused(user, secret));
+        if shared {
+            self.remember_refusal_here(user, secret);
+        }
+        shared
     }
 
-    /// Remembers a refused password (only its keyed hash).
+    /// Remembers a refused password (only its keyed hash), here and in the shared store.
     pub fn remember_refusal(&self, user: &str, secret: &str) {
+        self.remember_refusal_here(user, secret);
+        if let (Some(shared), Some((_, ttl))) = (&self.shared, &self.refusals) {
+            shared.remember_refusal(user, secret, *ttl);
+        }
+    }
+
+    fn remember_refusal_here(&self, user: &str, secret: &str) {
         let (Some((refusals, ttl)), Some(key)) = (&self.refusals, &self.login_key) else {
             return;
         };
@@ -248,6 +317,12 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Cache {
+        fn new_local(settings: &CacheSettings) -> Result<Self> {
+            Cache::new(settings, None)
+        }
+    }
     use crate::Kind;
 
     fn settings(size: usize, auth_ttl: Option<Duration>) -> CacheSettings {
@@ -263,7 +338,7 @@ mod tests {
 
     #[test]
     fn keeps_ok_and_rejected_never_temporary() {
-        let cache = Cache::new(&settings(100, None)).unwrap();
+        let cache = Cache::new_local(&settings(100, None)).unwrap();
         cache.remember_rcpt("a@x", &Ok(()));
         cache.remember_rcpt("b@x", &Err(Error::new(Kind::Rejected, "550 no such user")));
         cache.remember_rcpt("c@x", &Err(Error::new(Kind::Deferred, "451 try later")));
@@ -280,7 +355,7 @@ mod tests {
 
     #[test]
     fn stays_bounded() {
-        let cache = Cache::new(&settings(64, None)).unwrap();
+        let cache = Cache::new_local(&settings(64, None)).unwrap();
         for i in 0..10_000 {
             cache.remember_rcpt(&format!("user{i}@x"), &Ok(()));
         }
@@ -291,10 +366,10 @@ mod tests {
 
     #[test]
     fn logins_only_when_configured_and_only_the_same_secret() {
-        let off = Cache::new(&settings(10, None)).unwrap();
+        let off = Cache::new_local(&settings(10, None)).unwrap();
         off.remember_login("alice", "pw");
         assert!(!off.login_known("alice", "pw"));
-        let on = Cache::new(&settings(10, Some(Duration::from_millis(50)))).unwrap();
+        let on = Cache::new_local(&settings(10, Some(Duration::from_millis(50)))).unwrap();
         on.remember_login("alice", "pw");
         assert!(on.login_known("alice", "pw"));
         assert!(!on.login_known("alice", "pw2"));
@@ -305,12 +380,12 @@ mod tests {
 
     #[test]
     fn refusals_only_the_same_secret_until_a_success_or_the_ttl() {
-        let off = Cache::new(&settings(10, None)).unwrap();
+        let off = Cache::new_local(&settings(10, None)).unwrap();
         off.remember_refusal("alice", "bad");
         assert!(!off.login_refused("alice", "bad"), "not configured");
         let mut s = settings(10, None);
         s.auth_negative_ttl = Some(Duration::from_millis(80));
-        let on = Cache::new(&s).unwrap();
+        let on = Cache::new_local(&s).unwrap();
         on.remember_refusal("alice", "bad");
         assert!(on.login_refused("alice", "bad"));
         assert!(
@@ -333,7 +408,7 @@ mod tests {
     fn refusals_keep_the_newest_few_per_user() {
         let mut s = settings(10, None);
         s.auth_negative_ttl = Some(Duration::from_secs(60));
-        let cache = Cache::new(&s).unwrap();
+        let cache = Cache::new_local(&s).unwrap();
         for i in 0..=REFUSALS_PER_USER {
             cache.remember_refusal("alice", &format!("guess{i}"));
         }
@@ -351,7 +426,7 @@ mod tests {
             ttl_negative: Duration::from_millis(30),
             ..settings(100, None)
         };
-        let cache = Cache::new(&stale).unwrap();
+        let cache = Cache::new_local(&stale).unwrap();
         cache.remember_rcpt("a@x", &Ok(()));
         cache.remember_rcpt("b@x", &Err(Error::new(Kind::Rejected, "550 no such user")));
         cache.remember_login("alice", "pw");
@@ -371,7 +446,7 @@ mod tests {
         assert!(!cache.rcpt_existed("c@x"));
         std::thread::sleep(Duration::from_millis(220));
         assert!(!cache.rcpt_existed("a@x") && !cache.login_was_known("alice", "pw"));
-        let off = Cache::new(&settings(10, None)).unwrap();
+        let off = Cache::new_local(&settings(10, None)).unwrap();
         off.remember_rcpt("a@x", &Ok(()));
         assert!(off.rcpt_existed("a@x"), "fresh counts as known");
     }

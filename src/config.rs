@@ -78,6 +78,20 @@ pub struct CacheSettings {
     pub stale_if_error: Option<Duration>,
 }
 
+impl CacheSettings {
+    /// The cache as it is when a `cache.*` key (or `store.url`) turns it on.
+    fn defaults() -> Self {
+        CacheSettings {
+            size: 1024,
+            ttl_positive: Duration::from_secs(3600),
+            ttl_negative: Duration::from_secs(600),
+            auth_ttl: None,
+            auth_negative_ttl: None,
+            stale_if_error: None,
+        }
+    }
+}
+
 /// Defences against password guessing (issue 8): `throttle.*` and `forward.client-ip`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GuardSettings {
@@ -114,6 +128,30 @@ pub struct Settings {
     pub wait_timeout: Duration,
     pub cache: Option<CacheSettings>,
     pub guard: GuardSettings,
+    /// The store shared by a fleet (`store.*`, cargo feature `redis`).
+    pub store: Option<StoreSettings>,
+}
+
+/// `store.*`: where a fleet of relays shares results and throttle counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    pub url: StoreUrl,
+    /// Prefix of every key (`store.prefix`).
+    pub prefix: String,
+    /// Bound on one store operation (`store.timeout`).
+    pub timeout: Duration,
+    /// The fleet's HMAC key for login entries (`store.secret-file`).
+    pub secret_file: Option<PathBuf>,
+}
+
+/// `store.url`, which may hold the store's password: its `Debug` shows it masked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl(pub String);
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::effective::mask_url_password(&self.0))
+    }
 }
 
 /// How long a server that failed at connection level is left alone (`failover.*`).
@@ -707,8 +745,9 @@ impl<'a> KeyReader<'a> {
         let wait_timeout = self
             .duration("pool.timeout.wait", None)?
             .unwrap_or(Duration::from_secs(30));
-        let cache = self.cache()?;
+        let mut cache = self.cache()?;
         let guard = self.guard()?;
+        let store = self.store(base, &mut cache)?;
         Ok(Settings {
             name: name.to_string(),
             protocol,
@@ -724,7 +763,59 @@ impl<'a> KeyReader<'a> {
             wait_timeout,
             cache,
             guard,
+            store,
         })
+    }
+
+    /// `store.*`. A store shares the result cache, so it turns the cache on (defaults) when
+    /// no `cache.*` key did; sharing login results needs the fleet's key.
+    fn store(
+        &mut self,
+        base: Option<&Path>,
+        cache: &mut Option<CacheSettings>,
+    ) -> Result<Option<StoreSettings>> {
+        let url = self.string("store.url", None)?;
+        let prefix = self.string("store.prefix", None)?;
+        let timeout = self.duration("store.timeout", None)?;
+        let secret_file = self.string("store.secret-file", None)?.map(|f| match base {
+            Some(dir) => dir.join(f),
+            None => PathBuf::from(f),
+        });
+        let Some(url) = url else {
+            if let Some(key) = [
+                prefix.as_ref().map(|_| "store.prefix"),
+                timeout.map(|_| "store.timeout"),
+                secret_file.as_ref().map(|_| "store.secret-file"),
+            ]
+            .into_iter()
+            .flatten()
+            .next()
+            {
+                return Err(self.error(key, "has no effect without store.url"));
+            }
+            return Ok(None);
+        };
+        if !cfg!(feature = "redis") {
+            return Err(self.error(
+                "store.url",
+                "needs the library built with the redis feature",
+            ));
+        }
+        let cache = cache.get_or_insert_with(CacheSettings::defaults);
+        let shares_logins = cache.auth_ttl.is_some() || cache.auth_negative_ttl.is_some();
+        if shares_logins && secret_file.is_none() {
+            return Err(self.error(
+                "store.secret-file",
+                "missing: login results (cache.auth-ttl, cache.auth-negative-ttl) are shared \
+                 through store.url only as HMACs under the fleet's key in this file",
+            ));
+        }
+        Ok(Some(StoreSettings {
+            url: StoreUrl(url),
+            prefix: prefix.unwrap_or_else(|| "rd:".to_string()),
+            timeout: timeout.unwrap_or(Duration::from_millis(100)),
+            secret_file,
+        }))
     }
 
     fn rate(&mut self, key: &'static str) -> Result<Option<crate::throttle::Rate>> {
@@ -828,10 +919,11 @@ impl<'a> KeyReader<'a> {
         {
             return Ok(None);
         }
+        let defaults = CacheSettings::defaults();
         Ok(Some(CacheSettings {
-            size: size.unwrap_or(1024) as usize,
-            ttl_positive: ttl_positive.unwrap_or(Duration::from_secs(3600)),
-            ttl_negative: ttl_negative.unwrap_or(Duration::from_secs(600)),
+            size: size.map_or(defaults.size, |n| n as usize),
+            ttl_positive: ttl_positive.unwrap_or(defaults.ttl_positive),
+            ttl_negative: ttl_negative.unwrap_or(defaults.ttl_negative),
             auth_ttl,
             auth_negative_ttl,
             stale_if_error,

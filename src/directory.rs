@@ -51,6 +51,9 @@ struct Inner {
     cache: Option<Cache>,
     throttle: Option<Throttle>,
     stats: Arc<DirectoryStats>,
+    /// The fleet's store (`store.url`), behind `cache` and `throttle`.
+    #[cfg(feature = "redis")]
+    store: Option<Arc<crate::store::Store>>,
 }
 
 thread_local! {
@@ -195,6 +198,19 @@ impl Directory {
             .map_or(0, |r| r.inner.servers.idle_connections())
     }
 
+    /// Whether the shared store (`store.url`) answered its last request: `None` without a
+    /// store (and for a `type = "daemon"` directory). While it is `false`, calls go on with
+    /// this process's own state.
+    pub fn store_up(&self) -> Option<bool> {
+        #[cfg(feature = "redis")]
+        return self
+            .remote()
+            .and_then(|r| r.inner.store.as_ref())
+            .map(|s| s.is_up());
+        #[cfg(not(feature = "redis"))]
+        None
+    }
+
     /// Entries in this process's result cache now: (recipients, logins).
     pub fn cached_entries(&self) -> (usize, usize) {
         self.remote()
@@ -218,8 +234,26 @@ impl Remote {
                 format!("directory.{}.{}", settings.name, e.detail()),
             )
         })?;
-        let cache = settings.cache.as_ref().map(Cache::new).transpose()?;
-        let throttle = Throttle::new(settings.guard.throttle_user, settings.guard.throttle_client);
+        #[cfg(feature = "redis")]
+        let store = crate::store::Store::open(&settings)?.map(Arc::new);
+        #[cfg(feature = "redis")]
+        let shared = store.clone().map(|s| s as Arc<dyn crate::cache::Shared>);
+        #[cfg(not(feature = "redis"))]
+        let shared = None;
+        let cache = match &settings.cache {
+            Some(c) => Some(Cache::new(c, shared)?),
+            None => None,
+        };
+        let (user, client) = (settings.guard.throttle_user, settings.guard.throttle_client);
+        #[cfg(feature = "redis")]
+        let throttle = match &store {
+            Some(store) => Throttle::with_tables(user, client, |kind, rate| {
+                Box::new(crate::store::SharedCounter::new(store.clone(), kind, rate))
+            }),
+            None => Throttle::new(user, client),
+        };
+        #[cfg(not(feature = "redis"))]
+        let throttle = Throttle::new(user, client);
         let stats = stats::for_directory(&settings.name);
         let inner = Arc::new(Inner {
             settings,
@@ -227,6 +261,8 @@ impl Remote {
             cache,
             throttle,
             stats,
+            #[cfg(feature = "redis")]
+            store,
         });
         let keeper = match inner.settings.min_idle {
             0 => None,

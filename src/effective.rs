@@ -98,6 +98,29 @@ impl Settings {
                     .throttle_client
                     .map(|r| Value::String(r.to_string())),
             ),
+            (
+                "store.url",
+                self.store
+                    .as_ref()
+                    .map(|st| Value::String(st.url.0.clone())),
+            ),
+            (
+                "store.prefix",
+                self.store
+                    .as_ref()
+                    .map(|st| Value::String(st.prefix.clone())),
+            ),
+            (
+                "store.timeout",
+                self.store.as_ref().and_then(|st| dur(st.timeout)),
+            ),
+            (
+                "store.secret-file",
+                self.store
+                    .as_ref()
+                    .and_then(|st| st.secret_file.as_ref())
+                    .and_then(|p| text(&p.display().to_string())),
+            ),
         ]
     }
 }
@@ -197,7 +220,7 @@ pub fn mask(key: &str, value: Value) -> Value {
 }
 
 /// `scheme://user:password@rest` with the password replaced; anything else unchanged.
-fn mask_url_password(s: &str) -> String {
+pub(crate) fn mask_url_password(s: &str) -> String {
     let Some(scheme_end) = s.find("://") else {
         return s.to_string();
     };

@@ -18,6 +18,8 @@ mod servers;
 mod session;
 pub mod smtp;
 pub mod stats;
+#[cfg(feature = "redis")]
+mod store;
 mod suggest;
 pub mod throttle;
 pub mod wire;

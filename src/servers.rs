@@ -14,9 +14,10 @@ use crate::error::{Error, Kind, Result};
 use crate::net::Transport;
 use crate::pool::Pool;
 use crate::session::{Outcome, Session};
+use crate::stats::{self, ConnectionEvent, DirectoryStats};
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use toml::Value;
 
@@ -137,6 +138,8 @@ struct Health {
 
 /// One remote server: where it is, its idle connections and its health.
 pub struct Server {
+    /// `host:port`, as in messages and in the `server` label of the statistics.
+    shown: String,
     transport: Transport,
     pool: Pool,
     health: Mutex<Health>,
@@ -178,15 +181,18 @@ impl Server {
         }
     }
 
-    fn mark_up(&self) {
+    fn mark_up(&self, stats: &DirectoryStats) {
         let mut health = self.health();
         if health.failures > 0 {
             *health = Health::default();
+            drop(health);
+            stats.set_server_up(&self.shown, true);
         }
     }
 
     /// A connection-level failure: left alone for the backoff, doubled per failure in a row.
-    fn mark_down(&self, error: &Error, failover: &FailoverSettings) {
+    fn mark_down(&self, error: &Error, failover: &FailoverSettings, stats: &DirectoryStats) {
+        stats.set_server_up(&self.shown, false);
         let mut health = self.health();
         let doublings = health.failures.min(31);
         let backoff = failover
@@ -224,6 +230,8 @@ pub enum Reply {
 pub struct Servers {
     servers: Vec<Server>,
     failover: FailoverSettings,
+    /// The directory's counters: connection events and which servers answer.
+    stats: Arc<DirectoryStats>,
 }
 
 /// Who a call is for: the client a connection must serve (forward.client-ip), and whether
@@ -241,9 +249,11 @@ enum Attempt {
 
 impl Servers {
     pub fn new(settings: &Settings) -> Result<Self> {
-        let servers = Transport::per_server(settings)?
+        let stats = stats::for_directory(&settings.name);
+        let servers: Vec<Server> = Transport::per_server(settings)?
             .into_iter()
             .map(|transport| Server {
+                shown: transport.address().to_string(),
                 transport,
                 pool: Pool::new(
                     settings.max_connections,
@@ -253,9 +263,13 @@ impl Servers {
                 health: Mutex::new(Health::default()),
             })
             .collect();
+        for server in &servers {
+            stats.set_server_up(&server.shown, true);
+        }
         Ok(Servers {
             servers,
             failover: settings.failover,
+            stats,
         })
     }
 
@@ -358,9 +372,13 @@ impl Servers {
             match op(session) {
                 (Err(e), None) if e.kind() == Kind::Network => {
                     // Stale: its idle siblings probably went the same way.
+                    self.stats
+                        .record_connection(&server.shown, ConnectionEvent::Replaced);
                     server.pool.drain_idle();
                 }
                 (result, back) => {
+                    self.stats
+                        .record_connection(&server.shown, ConnectionEvent::Reused);
                     slot.release(back);
                     return Attempt::Answer(self.judge(server, result));
                 }
@@ -376,10 +394,14 @@ impl Servers {
         let mut session = match opened {
             Ok(session) => session,
             Err(e) => {
-                server.mark_down(&e, &self.failover);
+                self.stats
+                    .record_connection(&server.shown, ConnectionEvent::Failed);
+                server.mark_down(&e, &self.failover, &self.stats);
                 return Attempt::Unreachable(e);
             }
         };
+        self.stats
+            .record_connection(&server.shown, ConnectionEvent::Opened);
         session.set_deadline(deadline);
         let (result, back) = op(session);
         slot.release(back);
@@ -392,10 +414,10 @@ impl Servers {
     fn judge(&self, server: &Server, result: Result<()>) -> Result<()> {
         match &result {
             Err(e) if matches!(e.kind(), Kind::Timeout | Kind::Network) => {
-                server.mark_down(e, &self.failover);
+                server.mark_down(e, &self.failover, &self.stats);
                 server.pool.drain_idle();
             }
-            _ => server.mark_up(),
+            _ => server.mark_up(&self.stats),
         }
         result
     }
@@ -539,6 +561,7 @@ mod tests {
         .unwrap();
         let transport = Transport::per_server(&settings).unwrap().remove(0);
         let server = Server {
+            shown: transport.address().to_string(),
             transport,
             pool: Pool::new(1, 0, Duration::from_secs(1)),
             health: Mutex::new(Health::default()),
@@ -553,18 +576,19 @@ mod tests {
     #[test]
     fn backoff_doubles_to_its_bound_and_resets_on_an_answer() {
         let (server, failover) = server(100, 350);
+        let stats = stats::for_directory("servers-test-backoff");
         let e = Error::new(Kind::Network, "refused");
         let mut seen = Vec::new();
         for _ in 0..5 {
-            server.mark_down(&e, &failover);
+            server.mark_down(&e, &failover, &stats);
             let at = server.health().retry_at.unwrap();
             let ms = at.saturating_duration_since(Instant::now()).as_millis() + 5;
             seen.push(ms / 50 * 50);
         }
         assert_eq!(seen, [100, 200, 350, 350, 350]);
-        server.mark_up();
+        server.mark_up(&stats);
         assert!(server.is_up(Instant::now()));
-        server.mark_down(&e, &failover);
+        server.mark_down(&e, &failover, &stats);
         let left = server.health().retry_at.unwrap() - Instant::now();
         assert!(left <= Duration::from_millis(100), "{left:?}: reset");
     }
@@ -572,7 +596,8 @@ mod tests {
     #[test]
     fn one_caller_retries_a_server_whose_backoff_passed() {
         let (server, failover) = server(10, 10);
-        server.mark_down(&Error::new(Kind::Network, "refused"), &failover);
+        let stats = stats::for_directory("servers-test-turn");
+        server.mark_down(&Error::new(Kind::Network, "refused"), &failover, &stats);
         let now = Instant::now();
         assert!(!server.take_turn(now, Duration::from_secs(5)), "in backoff");
         let later = now + Duration::from_millis(20);

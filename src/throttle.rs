@@ -221,12 +221,21 @@ pub struct Ticket<'a> {
 impl Throttle {
     /// `None` when neither budget is configured.
     pub fn new(user: Option<Rate>, client: Option<Rate>) -> Option<Self> {
-        let table = |rate: Rate| -> (Rate, Box<dyn FailureCounter>) {
-            (rate, Box::new(Windows::new(rate, MAX_KEYS)))
-        };
+        Self::with_tables(user, client, |_, rate| {
+            Box::new(Windows::new(rate, MAX_KEYS))
+        })
+    }
+
+    /// As [`Throttle::new`], with the tables `table` makes (for `"user"` and `"client"`),
+    /// e.g. counters shared by a fleet through a store.
+    pub fn with_tables(
+        user: Option<Rate>,
+        client: Option<Rate>,
+        table: impl Fn(&'static str, Rate) -> Box<dyn FailureCounter>,
+    ) -> Option<Self> {
         (user.is_some() || client.is_some()).then(|| Throttle {
-            user: user.map(table),
-            client: client.map(table),
+            user: user.map(|rate| (rate, table("user", rate))),
+            client: client.map(|rate| (rate, table("client", rate))),
         })
     }
 

@@ -4,6 +4,8 @@
 //! cannot find them fails with instructions, it is never skipped.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod relay;
+
 use std::collections::HashMap;
 use std::net::TcpStream;
 use std::sync::OnceLock;
