@@ -161,13 +161,16 @@ static long get_password(char *buf, size_t size)
     quiet = saved_termios;
     quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK);
     quiet.c_lflag |= ECHONL;
-    if (write(tty_fd, "Password: ", 10) != 10 ||
-        tcsetattr(tty_fd, TCSAFLUSH, &quiet) != 0) {
+    /* Echo off before the prompt, not after: TCSAFLUSH drops input not read yet, so a
+       password typed (or written by a program) as soon as the prompt shows would be lost. */
+    echo_off = 1;
+    if (tcsetattr(tty_fd, TCSAFLUSH, &quiet) != 0 || write(tty_fd, "Password: ", 10) != 10) {
         perror("directory-check: terminal");
+        tcsetattr(tty_fd, TCSAFLUSH, &saved_termios);
+        echo_off = 0;
         close(tty_fd);
         return -1;
     }
-    echo_off = 1;
     len = read_secret(tty_fd, buf, size, 1);
     tcsetattr(tty_fd, TCSAFLUSH, &saved_termios);
     echo_off = 0;

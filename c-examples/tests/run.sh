@@ -277,8 +277,9 @@ expect "directory-check --client-ip with rcpt -> 64" 64 'auth only'
 
 # The terminal path: prompt on /dev/tty, no echo, exit status through the pty.
 cat >"$T/pty_auth.py" <<'EOF'
-import os, pty, sys
+import os, pty, signal, sys
 prog, cfg, user, password = sys.argv[1:5]
+signal.alarm(60)  # a lost password leaves the program waiting: fail, do not hang the suite
 pid, fd = pty.fork()
 if pid == 0:
     os.execv(prog, [prog, "-c", cfg, "auth", user])
