@@ -26,12 +26,12 @@ const LUA_DOVECOT_IMAP: u16 = 3550;
 /// Nothing listens here: the remote of directory "down".
 const DOWN: u16 = 3599;
 
-/// Directories "imap" (the test Dovecot) and "down"; `daemon` is the `[daemon]` table's body.
+/// Directories "imap" (the test Dovecot, told the client's address) and "down"; `daemon` is the `[daemon]` table's body.
 fn config(daemon: &str) -> String {
     format!(
         "{}\n[directory.down]\ntype = \"imap\"\naddress = \"127.0.0.1\"\nport = {}\ntimeout = \"2s\"\n\n\
          [daemon]\nsocket-mode = \"0666\"\n{daemon}\n",
-        directory("imap", "imap", "RD_IMAP_PORT", ""),
+        directory("imap", "imap", "RD_IMAP_PORT", "forward.client-ip = true"),
         port_base() + DOWN,
     )
 }
@@ -50,9 +50,24 @@ fn read_line(r: &mut impl BufRead) -> String {
     line
 }
 
-/// One SMTP session: EHLO, then AUTH with `mechanism`; the reply code to the AUTH.
-fn smtp_auth(port: u16, mechanism: &str, user: &str, secret: &str) -> u16 {
-    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `from`, so that the
+/// server sees a client address of its own.
+fn connect_from(from: [u8; 4], port: u16) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from((from, 0)).into())
+        .unwrap();
+    socket
+        .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    socket.into()
+}
+
+/// One SMTP session from 127.0.0.`from`: EHLO, then AUTH with `mechanism`; the reply code
+/// to the AUTH.
+fn smtp_auth(from: u8, port: u16, mechanism: &str, user: &str, secret: &str) -> u16 {
+    let stream = connect_from([127, 0, 0, from], port);
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
@@ -210,7 +225,7 @@ fn postfix_smtp_auth_through_the_daemon() {
         ("dovecot", dovecot, "PLAIN", ALICE.0, ALICE.1, 235),
     ];
     for &(what, port, mechanism, user, secret, expected) in cases {
-        let got = smtp_auth(port, mechanism, user, secret);
+        let got = smtp_auth(1, port, mechanism, user, secret);
         assert_eq!(
             got,
             expected,
@@ -218,6 +233,22 @@ fn postfix_smtp_auth_through_the_daemon() {
             daemon.log()
         );
     }
+    // Postfix tells the daemon who the SMTP client is (rip=); with forward.client-ip the
+    // remote Dovecot logs the login from that address, not from the daemon's.
+    assert_eq!(smtp_auth(57, dovecot, "PLAIN", BOB.0, BOB.1), 235);
+    let remote_log =
+        std::fs::read_to_string(Path::new(s.var("RD_DIR")).join("log/dovecot.log")).unwrap();
+    assert!(
+        remote_log
+            .lines()
+            .any(|l| l.contains("Login: user=<bob@example.org>") && l.contains("rip=127.0.0.57")),
+        "the remote did not see the SMTP client's address:\n{}",
+        remote_log
+            .lines()
+            .filter(|l| l.contains("bob@example.org"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let log = daemon.log();
     assert!(
         log.contains("dovecot-auth: down: login of alice@example.org"),
