@@ -6,11 +6,13 @@
 //!   rdbench child ID THREADS SECS      one scenario in this process; prints a RESULT line
 //!   rdbench list                       the scenario ids
 //!   rdbench hostile --env DIR/env [--secs S] [--out FILE]   issue 8's scenarios (hostile.rs)
+//!   rdbench fleet --env DIR/env [--out FILE]   issue 11's: failover, a fleet sharing a store (fleet.rs)
 //!
 //! The real servers come from the env file written by tests/servers/servers.sh (its path in
 //! --env or RD_SERVERS_ENV). Everything talks to 127.0.0.1 only.
 
 mod client;
+mod fleet;
 mod hostile;
 mod peer;
 mod stats;
@@ -963,6 +965,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("all") => orchestrate(&args[2..]),
         Some("hostile") => hostile::main(&args[2..]),
+        Some("fleet") => fleet::main(&args[2..]),
         Some("child") if args.len() == 5 => {
             let path = std::env::var("RD_SERVERS_ENV").expect("RD_SERVERS_ENV");
             let env = load_env(&path);

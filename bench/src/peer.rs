@@ -3,7 +3,11 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// RCPT commands every peer of this process received (the fleet scenario's probe count).
+pub static RCPTS: AtomicU64 = AtomicU64::new(0);
 
 /// Starts the peer on an ephemeral port; it serves until the process exits.
 pub fn start(delay: Duration) -> u16 {
@@ -46,7 +50,10 @@ fn serve(conn: TcpStream, delay: Duration) -> std::io::Result<()> {
         let reply: &[u8] = match verb.as_str() {
             "LHLO" | "EHLO" => b"250-peer\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
             "MAIL" => b"250 2.1.0 Ok\r\n",
-            "RCPT" => b"250 2.1.5 Ok\r\n",
+            "RCPT" => {
+                RCPTS.fetch_add(1, Ordering::Relaxed);
+                b"250 2.1.5 Ok\r\n"
+            }
             "RSET" | "NOOP" => b"250 2.0.0 Ok\r\n",
             "QUIT" => {
                 out.write_all(b"221 2.0.0 Bye\r\n")?;
