@@ -99,13 +99,21 @@ pub fn parse(input: &[u8]) -> Parsed {
     Parsed::Request(request, at)
 }
 
-/// A counted answer string.
-pub fn answer(text: &str) -> Vec<u8> {
-    let bytes = &text.as_bytes()[..text.len().min(usize::from(u16::MAX))];
-    let mut out = Vec::with_capacity(2 + bytes.len());
-    out.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
-    out.extend_from_slice(bytes);
+/// Counted strings: each a 2-byte network-order length and its bytes (cut at 65535), as a
+/// client sends its request and the daemon its answer.
+pub fn counted(fields: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for field in fields {
+        let field = &field[..field.len().min(usize::from(u16::MAX))];
+        out.extend_from_slice(&(field.len() as u16).to_be_bytes());
+        out.extend_from_slice(field);
+    }
     out
+}
+
+/// The counted answer string.
+pub fn answer(text: &str) -> Vec<u8> {
+    counted(&[text.as_bytes()])
 }
 
 /// The user name to check: `login@realm` when joining and a realm was sent, else the login.
@@ -213,15 +221,6 @@ impl Exchange for Conversation {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn counted(fields: &[&[u8]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for f in fields {
-            out.extend_from_slice(&(f.len() as u16).to_be_bytes());
-            out.extend_from_slice(f);
-        }
-        out
-    }
 
     /// (login, password, service, realm, client, consumed) of a parsed request.
     type Fields = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Option<Vec<u8>>, usize);

@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use remote_directoryd::saslauthd::counted;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
@@ -478,15 +479,6 @@ fn read_until_closed(stream: &mut impl Read, limit: Duration) -> Option<Vec<u8>>
         }
     }
     None
-}
-
-fn counted(fields: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for f in fields {
-        out.extend_from_slice(&(f.len() as u16).to_be_bytes());
-        out.extend_from_slice(f);
-    }
-    out
 }
 
 /// A Dovecot-protocol login on a fresh connection: the reply line to the AUTH.
