@@ -634,10 +634,17 @@ fn hostile_local_clients_do_not_stop_the_others() {
         healthy();
         drop(idle);
     }
+    // Closed with a reset: closed normally, the client side would keep 500 ports of the
+    // ephemeral range in TIME-WAIT for a minute, and the fixed test ports of a high
+    // RD_PORT_BASE lie in that range (a later listener there would fail to bind).
     let idle: Vec<TcpStream> = (0..500)
         .map(|i| {
-            TcpStream::connect(("127.0.0.1", auth_port))
-                .unwrap_or_else(|e| panic!("auth-http connection {i}: {e}"))
+            let s = TcpStream::connect(("127.0.0.1", auth_port))
+                .unwrap_or_else(|e| panic!("auth-http connection {i}: {e}"));
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            s
         })
         .collect();
     healthy();
