@@ -1,8 +1,10 @@
-# remote-directory: the Rust library (built by cargo) and the C programs of c-examples/.
+# remote-directory: the Rust library and remote-directoryd (built by cargo) and the C programs
+# of c-examples/.
 #
-#   make                      cargo build --release, then the C programs into c-examples/build/,
+#   make                      cargo build --release (library and daemon), then the C programs into c-examples/build/,
 #                             and the manual pages into man/build/ (scdoc)
-#   make install              PREFIX=/usr/local DESTDIR= (PAMDIR=$(LIBDIR)/security)
+#   make install              PREFIX=/usr/local DESTDIR= (PAMDIR=$(LIBDIR)/security,
+#                             SYSTEMDUNITDIR=$(LIBDIR)/systemd/system, SYSUSERSDIR=$(LIBDIR)/sysusers.d)
 #   make uninstall            same variables as install
 #   make test-c               c-examples/tests/run.sh (needs RD_SERVERS_ENV, see tests/servers/README.md)
 #   make man                  only the manual pages
@@ -110,7 +112,7 @@ $(BUILD)/remote_directory.pc: remote_directory.pc.in Cargo.toml Makefile | $(BUI
 
 # The .pc file depends on PREFIX and friends, so install always regenerates it, and relinks
 # the programs with the rpath of their final place.
-install: programs install-man install-contrib
+install: programs install-man install-contrib install-daemon
 	rm -f $(BUILD)/remote_directory.pc
 	@$(MAKE) --no-print-directory $(BUILD)/remote_directory.pc
 	@soname=$$(readelf -d $(SO) | sed -n 's/.*(SONAME).*\[\(.*\)\].*/\1/p'); \
@@ -139,7 +141,7 @@ install: programs install-man install-contrib
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then \
 		echo ldconfig; ldconfig; fi
 
-uninstall: uninstall-man uninstall-contrib
+uninstall: uninstall-man uninstall-contrib uninstall-daemon
 	rm -f $(DESTDIR)$(LIBDIR)/$(LIBNAME).so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
 		$(DESTDIR)$(LIBDIR)/$(LIBNAME).so $(DESTDIR)$(LIBDIR)/$(LIBNAME).a \
 		$(DESTDIR)$(INCLUDEDIR)/remote_directory.h \
@@ -192,3 +194,28 @@ install-contrib:
 uninstall-contrib:
 	rm -f $(addprefix $(DESTDIR)$(DATADIR)/remote-directory/,$(notdir $(CONTRIB)))
 	-rmdir $(DESTDIR)$(DATADIR)/remote-directory 2>/dev/null
+
+# remote-directoryd (daemon/, built by `make lib` with the library): the program in sbin/, a
+# systemd unit that runs it as the unprivileged user remote-directory (created by
+# systemd-sysusers from the sysusers.d file), with /run/remote-directory as RuntimeDirectory.
+SYSTEMDUNITDIR ?= $(LIBDIR)/systemd/system
+SYSUSERSDIR    ?= $(LIBDIR)/sysusers.d
+SYSCONFDIR     ?= /etc
+DAEMON          = $(RELEASE)/remote-directoryd
+
+.PHONY: install-daemon uninstall-daemon
+$(BUILD)/remote-directoryd.service: daemon/remote-directoryd.service.in Makefile | $(BUILD)
+	sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' $< >$@
+
+install-daemon: lib $(BUILD)/remote-directoryd.service
+	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	$(INSTALL) -m 755 $(DAEMON) $(DESTDIR)$(SBINDIR)/remote-directoryd
+	$(INSTALL) -m 644 $(BUILD)/remote-directoryd.service \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/remote-directoryd.service
+	$(INSTALL) -m 644 daemon/remote-directoryd.sysusers \
+		$(DESTDIR)$(SYSUSERSDIR)/remote-directoryd.conf
+
+uninstall-daemon:
+	rm -f $(DESTDIR)$(SBINDIR)/remote-directoryd \
+		$(DESTDIR)$(SYSTEMDUNITDIR)/remote-directoryd.service \
+		$(DESTDIR)$(SYSUSERSDIR)/remote-directoryd.conf

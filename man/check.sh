@@ -54,7 +54,7 @@ for src in man/*.scd; do
     name=${src##*/}
     pages+=("man/build/${name%.scd}")
 done
-expected="checkpassword-remote-directory.8 directory-check.1 pam_remote_directory.8 policy-remote-directory.8 remote-directory.toml.5"
+expected="checkpassword-remote-directory.8 directory-check.1 pam_remote_directory.8 policy-remote-directory.8 remote-directory.toml.5 remote-directoryd.8"
 for name in $expected; do
     [ -f "man/build/$name" ] || fail "man/build/$name was not built (no man/$name.scd?)"
 done
@@ -89,6 +89,14 @@ keys=$(awk '/^\| key \| default/ { t = 1; next } t && !/^\|/ { t = 0 } t' README
 for key in $keys; do
     documented man/remote-directory.toml.5.scd "$key*" ||
         fail "README key '$key' is not in man/remote-directory.toml.5.scd"
+done
+# The daemon's options, as its --help lists them.
+cargo build --release -q -p remote-directoryd
+opts=$(target/release/remote-directoryd --help 2>&1 | grep -oE '(^|[ [,])--?[a-zA-Z][a-zA-Z-]*' |
+    tr -d ' [,' | sort -u)
+[ -n "$opts" ] || fail "remote-directoryd --help lists no options"
+for opt in $opts; do
+    documented man/remote-directoryd.8.scd "$opt*" || fail "option $opt of remote-directoryd is not in its page"
 done
 
 # Options of the programs, as their --help lists them.

@@ -98,6 +98,8 @@ impl std::fmt::Display for WireError {
     }
 }
 
+impl std::error::Error for WireError {}
+
 /// A complete frame's body and the bytes it took, or `None` when more bytes are needed.
 fn frame(input: &[u8], max: usize) -> Result<Option<(&[u8], usize)>, WireError> {
     let Some(prefix) = input.get(..4) else {

@@ -479,3 +479,49 @@ fn check_config_reports_every_directory() {
         INVALID
     );
 }
+
+#[test]
+fn metrics_text_counts_this_process_calls() {
+    let config = c("[directory.ffi-metrics]\ntype = \"lmtp\"\naddress = \"127.0.0.1\"\nport = 9\nlookup.domains = [\"example.org\"]\n");
+    let mut dir = ptr::null_mut();
+    assert_eq!(
+        directory_open_str(config.as_ptr(), ptr::null(), &mut dir),
+        OK
+    );
+    let domain = c("example.org");
+    for _ in 0..3 {
+        assert_eq!(directory_is_local_domain(dir, domain.as_ptr()), OK);
+    }
+    let other = c("example.net");
+    assert_eq!(directory_is_local_domain(dir, other.as_ptr()), REJECTED);
+    directory_close(dir);
+
+    // Asking for the size first: INVALID_INPUT, and the size needed.
+    let mut needed = 0usize;
+    assert_eq!(directory_metrics(ptr::null_mut(), 0, &mut needed), INVALID);
+    assert!(needed > 1);
+    let mut small = [b'x' as std::ffi::c_char; 4];
+    assert_eq!(
+        directory_metrics(small.as_mut_ptr(), small.len(), &mut needed),
+        INVALID
+    );
+    assert_eq!(small[0], 0, "an empty string when it does not fit");
+    assert!(last_error().contains("too small"), "{}", last_error());
+    let mut buf = vec![0 as std::ffi::c_char; needed + 4096];
+    assert_eq!(
+        directory_metrics(buf.as_mut_ptr(), buf.len(), ptr::null_mut()),
+        OK
+    );
+    // SAFETY: directory_metrics wrote a NUL-terminated string into buf.
+    let text = unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for line in [
+        "remote_directory_calls_total{directory=\"ffi-metrics\",op=\"is_local_domain\",result=\"ok\"} 3",
+        "remote_directory_calls_total{directory=\"ffi-metrics\",op=\"is_local_domain\",result=\"rejected\"} 1",
+        "remote_directory_call_duration_seconds_count{directory=\"ffi-metrics\",op=\"is_local_domain\"} 4",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+    }
+}

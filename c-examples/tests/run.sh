@@ -7,8 +7,8 @@
 # Installs the library with `make install DESTDIR=<tmp> PREFIX=/usr`, builds every C program
 # against that installed copy through pkg-config, then checks the example, directory-check,
 # the PAM module (pam_wrapper + pamtester), checkpassword (directly and behind a second,
-# private Dovecot on 127.0.0.1:10144) and the Postfix policy service (over stdin and behind
-# the harness Postfix). One line per check, then "N passed, M failed". Never skips: a
+# private Dovecot on 127.0.0.1:10144), the Postfix policy service (over stdin and behind
+# the harness Postfix), and all of them through the installed remote-directoryd. One line per check, then "N passed, M failed". Never skips: a
 # missing server or tool is a failure. Must run as root (it starts a Dovecot).
 # RD_C_KEEP=1 keeps the temporary directory for inspection.
 set -euo pipefail
@@ -67,8 +67,10 @@ T=$(mktemp -d /tmp/rd-c-test.XXXXXX)
 # The private Dovecot's auth process (user dovecot) runs our checkpassword from here.
 chmod 755 "$T"
 LISTENER_PID=
+DAEMON_PID=
 cleanup() {
     if [[ -n "$LISTENER_PID" ]]; then kill "$LISTENER_PID" 2>/dev/null || true; fi
+    if [[ -n "$DAEMON_PID" ]]; then kill "$DAEMON_PID" 2>/dev/null || true; fi
     local pid i
     if [[ -r "$T/dovecot/run/master.pid" ]]; then
         pid=$(cat "$T/dovecot/run/master.pid")
@@ -123,7 +125,9 @@ missing=()
 for f in "$L/libremote_directory.so.0.1.0" "$L/libremote_directory.a" \
     "$STAGE/usr/include/remote_directory.h" "$L/pkgconfig/remote_directory.pc" \
     "$STAGE/usr/bin/directory-check" "$STAGE/usr/bin/checkpassword-remote-directory" \
-    "$STAGE/usr/sbin/policy-remote-directory" "$L/security/pam_remote_directory.so"; do
+    "$STAGE/usr/sbin/policy-remote-directory" "$L/security/pam_remote_directory.so" \
+    "$STAGE/usr/sbin/remote-directoryd" "$L/systemd/system/remote-directoryd.service" \
+    "$L/sysusers.d/remote-directoryd.conf"; do
     [[ -f "$f" ]] || missing+=("$f")
 done
 if ((${#missing[@]} == 0)); then ok "installed files present"; else fail "installed files present" "missing: ${missing[*]}"; fi
@@ -578,8 +582,10 @@ request() { # RECIPIENT [STATE]
     printf 'client_address=127.0.0.1\nhelo_name=localhost\nsender=\nrecipient=%s\n' "$1"
     printf 'recipient_count=0\nqueue_id=\nsize=0\n\n'
 }
-policy_stdin() { # CONFIG, requests on stdin
-    "$PS" -c "$1"
+policy_stdin() { # CONFIG [OPTION...], requests on stdin
+    local cfg=$1
+    shift
+    "$PS" -c "$cfg" "$@"
 }
 run ps-known policy_stdin "$T/lmtp.toml" < <(request "$ALICE")
 expect "policy stdin: local existing -> DUNNO" 0 '^action=DUNNO$'
@@ -702,6 +708,65 @@ if start_listener "$T/lmtp-down.toml"; then
     stop_listener || true
 else
     fail "policy listener (remote down) on 127.0.0.1:$RD_POLICY_PORT" "$(cat "$T/out/listener.err")"
+fi
+
+# ---------------------------------------------------------------------------------------
+# 9. every program through the installed remote-directoryd, by configuration alone: a
+#    `type = "daemon"` directory instead of the server's address
+
+RDD=$T/rdd
+mkdir -p "$RDD"
+{ dir_conf imap imap "$RD_IMAP_PORT"; printf '[directory.imap.cache]\nauth-ttl = "5m"\n\n'; dir_conf lmtp lmtp "$RD_LMTP_PORT"
+  printf '\n[daemon]\nsocket = "%s/socket"\nsocket-mode = "0666"\n' "$RDD"; } >"$RDD/daemon.toml"
+for name in imap lmtp; do
+    printf '[directory.%s]\ntype = "daemon"\nsocket = "%s/socket"\ntimeout = "10s"\n' "$name" "$RDD"
+done >"$RDD/client.toml"
+printf '[directory.imap]\ntype = "daemon"\nsocket = "%s/socket"\n' "$RDD" >"$RDD/imap.toml"
+chmod 644 "$RDD"/*.toml
+start_daemon() {
+    "$STAGE/usr/sbin/remote-directoryd" -c "$RDD/daemon.toml" 2>>"$T/out/remote-directoryd.log" &
+    DAEMON_PID=$!
+    for _ in $(seq 200); do [[ -S "$RDD/socket" ]] && return 0; sleep 0.05; done
+    return 1
+}
+run rdd-check "$STAGE/usr/sbin/remote-directoryd" --check -c "$RDD/daemon.toml"
+expect "remote-directoryd --check on the daemon's file -> 0" 0 'OK \(2 directories, 1 sockets\)'
+if start_daemon; then
+    ok "installed remote-directoryd listens on $RDD/socket"
+    dovecot_logins() { grep -c 'Login: user=<bob@example.org>' "$RD_DIR/log/dovecot.log" || true; }
+    echo "auth required $MOD config=$RDD/imap.toml" >"$PAMD/rd-daemon"
+    before=$(dovecot_logins)
+    run pam-daemon-1 pam rd-daemon bob@example.org "$BOB_PASS"
+    expect "PAM through the daemon: bob -> success" 0 'successfully authenticated'
+    run pam-daemon-2 pam rd-daemon bob@example.org "$BOB_PASS"
+    expect "PAM through the daemon: bob again (a new PAM handle) -> success" 0 'successfully authenticated'
+    after=$(dovecot_logins)
+    if ((after - before == 1)); then
+        ok "PAM through the daemon: two logins, Dovecot saw one (the second from the daemon's cache)"
+    else fail "PAM through the daemon: the second login comes from the daemon's cache" \
+        "Dovecot logged $((after - before)) logins of bob"; fi
+    run pam-daemon-wrong pam rd-daemon "$ALICE" "$WRONG_PASS"
+    expect "PAM through the daemon: wrong password -> Authentication failure" 1 'pamtester: Authentication failure'
+    run cp-daemon cpw "$RDD/client.toml" "$ALICE" "$ALICE_PASS" REMOTE_DIRECTORY_NAME=imap
+    expect "checkpassword through the daemon: right password -> 0" 0 "reply program ran for USER=$ALICE"
+    run cp-daemon-wrong cpw "$RDD/client.toml" "$ALICE" "$WRONG_PASS" REMOTE_DIRECTORY_NAME=imap
+    expect "checkpassword through the daemon: wrong password -> 1" 1 'REJECTED' 'AUTHENTICATIONFAILED'
+    run dc-daemon "$DC" -v -c "$RDD/client.toml" -d lmtp rcpt nosuchuser@example.org
+    expect "directory-check through the daemon: unknown recipient -> REJECTED with the server's reply" 1 \
+        'REJECTED' '550 5\.1\.1'
+    run ps-daemon policy_stdin "$RDD/client.toml" -d lmtp < <(request nosuchuser@example.org; request "$ALICE")
+    if [[ $rc == 0 && "$(sed -n 1p "$T/out/ps-daemon.out")" == action=550* &&
+        "$(sed -n 3p "$T/out/ps-daemon.out")" == action=DUNNO ]]; then
+        ok "policy program through the daemon: unknown -> 550, known -> DUNNO"
+    else fail "policy program through the daemon" "rc=$rc" "$OUT" "$ERR"; fi
+    kill -KILL "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true; DAEMON_PID=
+    run pam-daemon-down pam rd-daemon bob@example.org "$BOB_PASS"
+    expect "PAM, daemon killed -> PAM_AUTHINFO_UNAVAIL (temporary), never a refusal" 1 \
+        'pamtester: Authentication service cannot retrieve authentication info'
+    run cp-daemon-down cpw "$RDD/client.toml" "$ALICE" "$ALICE_PASS" REMOTE_DIRECTORY_NAME=imap
+    expect "checkpassword, daemon killed -> 111 (temporary)" 111 'TEMPORARY' 'remote-directoryd at '
+else
+    fail "installed remote-directoryd listens on $RDD/socket" "$(cat "$T/out/remote-directoryd.log")"
 fi
 
 # ---------------------------------------------------------------------------------------

@@ -137,4 +137,18 @@ fn postfix_relay_recipient_maps_through_the_daemon() {
         Some(1.0),
         "{text}"
     );
+    let down = format!("127.0.0.1:{}", port_base() + 3001);
+    assert_eq!(
+        value(&text, &format!("remote_directory_connections_total{{directory=\"rcpt\",server=\"{down}\",event=\"failed\"}}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("remote_directory_server_up{{directory=\"rcpt\",server=\"{down}\"}}")
+        ),
+        Some(0.0),
+        "{text}"
+    );
 }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# remote-directoryd's benchmark (issue 9; not a test): builds the daemon, directory-check and
+# bench/ (rdbench-daemon), starts the real Dovecot and Postfix on loopback ports 62000+ (a
+# base of its own, so it can run beside bench/run.sh), and prints the tables that go into
+# BENCHMARKS.md, section "remote-directoryd".
+#
+#   bench/daemon.sh                          about a minute on 2 cores
+#   RD_BENCH_CALLS=20000 RD_BENCH_LOGINS=400 bench/daemon.sh
+#
+# Needs root (the servers' masters), dovecot, postfix and cargo. Talks to 127.0.0.1 only.
+set -euo pipefail
+
+ROOT=$(cd -- "$(dirname -- "$0")/.." && pwd -P)
+BASE=${RD_PORT_BASE:-62000}
+DIR=$(mktemp -d /tmp/rd-bench-daemon.XXXXXX)
+cd "$ROOT"
+make --no-print-directory -s programs >/dev/null
+cargo build --quiet --release --manifest-path bench/Cargo.toml --target-dir target/bench
+stop() {
+    tests/servers/servers.sh stop "$DIR/servers" >/dev/null 2>&1 || true
+    rm -rf -- "$DIR"
+}
+trap stop EXIT
+RD_PORT_BASE=$BASE tests/servers/servers.sh start "$DIR/servers" >/dev/null </dev/null
+echo "Run of $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) CPU(s), library at $(git rev-parse --short HEAD 2>/dev/null),"
+echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)."
+echo
+target/bench/release/rdbench-daemon --env "$DIR/servers/env" --dir "$DIR/work" \
+    --daemon target/release/remote-directoryd --directory-check c-examples/build/directory-check \
+    --calls "${RD_BENCH_CALLS:-20000}" --logins "${RD_BENCH_LOGINS:-400}"

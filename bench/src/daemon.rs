@@ -1,0 +1,303 @@
+//! rdbench-daemon: what remote-directoryd costs and saves (issue 9), against the real
+//! Dovecot of the benchmark's servers. Run by bench/daemon.sh, which starts the servers and
+//! writes the tables.
+//!
+//! 1. Overhead per call through the daemon against in process, same warm directory: a cached
+//!    login (cache.auth-ttl) and a warm recipient probe (LMTP, pooled connection).
+//! 2. Process per login (directory-check, one process each), right password, with
+//!    cache.auth-ttl: straight to the server against through the daemon.
+//! 3. The remote's connection count under 200 concurrent process-per-login clients, with
+//!    and without the daemon (sampled from /proc/net/tcp).
+
+use remote_directory::Directory;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ALICE: (&str, &str) = ("alice@example.org", "alice-pass-1");
+
+struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    fn read(path: &str) -> Env {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let vars = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Env { vars }
+    }
+
+    fn get(&self, key: &str) -> &str {
+        self.vars
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from the env file"))
+    }
+}
+
+fn directory(env: &Env, name: &str, kind: &str, port_key: &str, extra: &str) -> String {
+    format!(
+        "[directory.{name}]\ntype = \"{kind}\"\naddress = \"localhost\"\nport = {}\ntimeout = \"10s\"\n\
+         tls.ca-file = \"{}\"\nlookup.domains = [\"example.org\"]\n{extra}\n",
+        env.get(port_key),
+        env.get("RD_CA")
+    )
+}
+
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(binary: &Path, config: &Path, socket: &Path) -> Daemon {
+        let _ = std::fs::remove_file(socket);
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(config)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start remote-directoryd");
+        let until = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(Instant::now() < until, "remote-directoryd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon { child }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Median and 99th percentile of `samples`, in microseconds.
+fn quantiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+    (at(0.5), at(0.99))
+}
+
+/// `n` calls of `call`, one after the other, after `warm` unmeasured ones.
+fn time_calls(n: usize, warm: usize, mut call: impl FnMut()) -> Vec<Duration> {
+    for _ in 0..warm {
+        call();
+    }
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            call();
+            t.elapsed()
+        })
+        .collect()
+}
+
+/// Established TCP connections to 127.0.0.1:`port` now, from /proc/net/tcp (the server's
+/// side of each connection is the line whose local port is `port`).
+fn connections_to(port: u16) -> usize {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let want = format!(":{port:04X}");
+    text.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&want) && f[3] == "01"
+        })
+        .count()
+}
+
+/// One `directory-check auth` process per login; returns its wall time.
+fn login_process(directory_check: &Path, config: &Path) -> Duration {
+    let t = Instant::now();
+    let mut child = Command::new(directory_check)
+        .args(["-c"])
+        .arg(config)
+        .args(["-d", "imap", "auth", ALICE.0])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run directory-check");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ALICE.1.as_bytes())
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "directory-check auth failed: {status}");
+    t.elapsed()
+}
+
+/// `clients` threads each running `per_client` login processes; (logins per second, median
+/// and p99 of one login in microseconds, most connections the server saw at once).
+fn concurrent_logins(
+    directory_check: &Path,
+    config: &Path,
+    clients: usize,
+    per_client: usize,
+    imap_port: u16,
+) -> (f64, f64, f64, usize) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (stop, peak) = (stop.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                peak.fetch_max(connections_to(imap_port), Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let started = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (dc, cfg) = (directory_check.to_path_buf(), config.to_path_buf());
+            std::thread::spawn(move || {
+                (0..per_client)
+                    .map(|_| login_process(&dc, &cfg))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let samples: Vec<Duration> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let elapsed = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    sampler.join().unwrap();
+    let rate = samples.len() as f64 / elapsed.as_secs_f64();
+    let (median, p99) = quantiles(samples);
+    (rate, median, p99, peak.load(Ordering::SeqCst))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .clone()
+    };
+    let env = Env::read(&arg("--env"));
+    let daemon_bin = PathBuf::from(arg("--daemon"));
+    let directory_check = PathBuf::from(arg("--directory-check"));
+    let work = PathBuf::from(arg("--dir"));
+    let calls: usize = arg("--calls").parse().expect("--calls");
+    let logins: usize = arg("--logins").parse().expect("--logins");
+    let imap_port: u16 = env.get("RD_IMAP_PORT").parse().unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+
+    // The daemon's file and the in-process directories are the same text.
+    let max_connections = 4;
+    let served = format!(
+        "{}\n{}",
+        directory(
+            &env,
+            "imap",
+            "imap",
+            "RD_IMAP_PORT",
+            &format!("cache.auth-ttl = \"10m\"\npool.max-connections = {max_connections}\npool.timeout.wait = \"60s\"")
+        ),
+        directory(&env, "lmtp", "lmtp", "RD_LMTP_PORT", "limits.rcpt = 100000")
+    );
+    let socket = work.join("socket");
+    let daemon_config = work.join("daemon.toml");
+    std::fs::write(
+        &daemon_config,
+        format!(
+            "{served}\n[daemon]\nsocket = \"{}\"\nmax-clients = 1024\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let direct_config = work.join("direct.toml");
+    std::fs::write(&direct_config, &served).unwrap();
+    let client_config = work.join("client.toml");
+    std::fs::write(
+        &client_config,
+        format!(
+            "[directory.imap]\ntype = \"daemon\"\nsocket = \"{0}\"\n\n[directory.lmtp]\ntype = \"daemon\"\nsocket = \"{0}\"\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let _daemon = Daemon::start(&daemon_bin, &daemon_config, &socket);
+
+    println!("#### Through the daemon against in process, one thread, {calls} calls each\n");
+    println!("| call | in process: median / p99 (us) | through the daemon: median / p99 (us) | overhead of the median | ratio of medians |");
+    println!("|---|---|---|---|---|");
+    let local_imap = Directory::open(&direct_config, Some("imap")).unwrap();
+    let remote_imap = Directory::open(&client_config, Some("imap")).unwrap();
+    let local_lmtp = Directory::open(&direct_config, Some("lmtp")).unwrap();
+    let remote_lmtp = Directory::open(&client_config, Some("lmtp")).unwrap();
+    // Interleaved in blocks, so that load from elsewhere on the machine hits both alike.
+    let mut rows = Vec::new();
+    for (what, local, remote, call) in [
+        (
+            "auth, cached (cache.auth-ttl)",
+            &local_imap,
+            &remote_imap,
+            (|d: &Directory| d.auth(ALICE.0, ALICE.1).unwrap()) as fn(&Directory),
+        ),
+        (
+            "rcpt, warm (LMTP, pooled connection)",
+            &local_lmtp,
+            &remote_lmtp,
+            |d: &Directory| d.rcpt(ALICE.0).unwrap(),
+        ),
+    ] {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..10 {
+            a.extend(time_calls(calls / 10, 20, || call(local)));
+            b.extend(time_calls(calls / 10, 20, || call(remote)));
+        }
+        let ((am, ap), (bm, bp)) = (quantiles(a), quantiles(b));
+        rows.push(format!(
+            "| {what} | {am:.1} / {ap:.1} | {bm:.1} / {bp:.1} | {:+.1} us | {:.2}x |",
+            bm - am,
+            bm / am
+        ));
+    }
+    for r in rows {
+        println!("{r}");
+    }
+
+    println!("\n#### Process per login (directory-check auth, right password), {logins} logins per row\n");
+    println!("| way | clients at once | logins/s | median (ms) | p99 (ms) | most connections at the server at once |");
+    println!("|---|---|---|---|---|---|");
+    let mut rates = HashMap::new();
+    for (way, config) in [
+        ("straight to the server", &direct_config),
+        ("through the daemon", &client_config),
+    ] {
+        for clients in [1usize, 200] {
+            let per_client = (logins / clients).max(1);
+            let (rate, median, p99, peak) =
+                concurrent_logins(&directory_check, config, clients, per_client, imap_port);
+            rates.insert((way, clients), rate);
+            println!(
+                "| {way} | {clients} | {rate:.0} | {:.2} | {:.2} | {peak} |",
+                median / 1000.0,
+                p99 / 1000.0
+            );
+        }
+    }
+    println!(
+        "\nThrough the daemon, one client at a time: {:.1}x the logins per second of straight to the server; \
+         200 at once: {:.1}x. The daemon's directory has pool.max-connections = {max_connections}.",
+        rates[&("through the daemon", 1)] / rates[&("straight to the server", 1)],
+        rates[&("through the daemon", 200)] / rates[&("straight to the server", 200)],
+    );
+}
