@@ -93,14 +93,31 @@ impl CacheSettings {
 }
 
 /// Defences against password guessing (issue 8): `throttle.*` and `forward.client-ip`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardSettings {
     /// Refused logins allowed per user and window.
     pub throttle_user: Option<crate::throttle::Rate>,
     /// Refused logins allowed per client address and window.
     pub throttle_client: Option<crate::throttle::Rate>,
+    /// How long a throttled login waits before its answer.
+    pub throttle_delay: Duration,
     /// Tell the server who the client is (IMAP `ID`, SMTP/LMTP `XCLIENT`).
     pub forward_client_ip: bool,
+}
+
+/// About what Dovecot takes to refuse a password: a throttled guess costs the guesser the
+/// same time, and a guessing loop waits instead of spinning on the CPU real users need.
+const DEFAULT_THROTTLE_DELAY: Duration = Duration::from_millis(500);
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        GuardSettings {
+            throttle_user: None,
+            throttle_client: None,
+            throttle_delay: DEFAULT_THROTTLE_DELAY,
+            forward_client_ip: false,
+        }
+    }
 }
 
 /// Everything one directory handle needs, validated.
@@ -834,6 +851,9 @@ impl<'a> KeyReader<'a> {
         Ok(GuardSettings {
             throttle_user: self.rate("throttle.user")?,
             throttle_client: self.rate("throttle.client")?,
+            throttle_delay: self
+                .duration("throttle.delay", None)?
+                .unwrap_or(DEFAULT_THROTTLE_DELAY),
             forward_client_ip: self.boolean("forward.client-ip", None)?.unwrap_or(false),
         })
     }
@@ -1257,6 +1277,9 @@ domains = ["example.org"]
         assert_eq!(s.guard.throttle_user, Some(rate(10, 600)));
         assert_eq!(s.guard.throttle_client, Some(rate(20, 3600)));
         assert!(!s.guard.forward_client_ip);
+        assert_eq!(s.guard.throttle_delay, Duration::from_millis(500));
+        let delayed = cfg(&format!("{MINIMAL}throttle.delay = \"1ms\"\n")).unwrap();
+        assert_eq!(delayed.guard.throttle_delay, Duration::from_millis(1));
         let forwarding = cfg(&format!("{MINIMAL}forward.client-ip = true\n")).unwrap();
         assert!(forwarding.guard.forward_client_ip);
         let cache = s.cache.unwrap();

@@ -296,7 +296,14 @@ impl Remote {
         let (ticket, suspect) = match &inner.throttle {
             Some(throttle) => {
                 let suspect = throttle.suspect(user, client_ip, now);
-                (Some(throttle.begin(user, client_ip, now)?), suspect)
+                match throttle.begin(user, client_ip, now) {
+                    Ok(ticket) => (Some(ticket), suspect),
+                    Err(e) => {
+                        // A guessing loop waits here (throttle.delay) instead of spinning.
+                        std::thread::sleep(inner.settings.guard.throttle_delay);
+                        return Err(e);
+                    }
+                }
             }
             None => (None, false),
         };

@@ -92,6 +92,7 @@ impl Settings {
                     .throttle_user
                     .map(|r| Value::String(r.to_string())),
             ),
+            ("throttle.delay", dur(self.guard.throttle_delay)),
             (
                 "throttle.client",
                 self.guard
@@ -326,7 +327,7 @@ mod tests {
     fn rendered_configuration_opens_to_the_same_settings() {
         let texts = [
             "[directory.imap]\ntype = \"imap\"\nhost = \"imap.example.org\"\n",
-            "[directory.\"my lmtp\"]\ntype = \"lmtp\"\naddress = \"::1\"\nport = 11200\ntimeout = \"1500ms\"\ntls.enable = true\ntls.ca-file = \"/etc/ca.pem\"\nlookup.domains = [\"Example.ORG.\"]\npool = { max-connections = 3, min-idle = 1 }\ncache.entries = 7\ncache.auth-ttl = \"1m\"\ncache.auth-negative-ttl = \"5m\"\nthrottle.user = \"10/10m\"\nthrottle.client = \"3/1500ms\"\nforward.client-ip = true\n",
+            "[directory.\"my lmtp\"]\ntype = \"lmtp\"\naddress = \"::1\"\nport = 11200\ntimeout = \"1500ms\"\ntls.enable = true\ntls.ca-file = \"/etc/ca.pem\"\nlookup.domains = [\"Example.ORG.\"]\npool = { max-connections = 3, min-idle = 1 }\ncache.entries = 7\ncache.auth-ttl = \"1m\"\ncache.auth-negative-ttl = \"5m\"\nthrottle.user = \"10/10m\"\nthrottle.client = \"3/1500ms\"\nthrottle.delay = \"20ms\"\nforward.client-ip = true\n",
             "[directory.smtp]\ntype = \"smtp\"\naddress = [\"mx1\", \"[2001:db8::1]:2525\"]\nport = 587\nfailover.backoff = \"2s\"\ncache.stale-if-error = \"1d\"\n",
         ];
         for text in texts {

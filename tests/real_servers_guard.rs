@@ -171,15 +171,20 @@ fn same_wrong_password_is_answered_from_the_negative_cache() {
 
 #[test]
 fn user_budget_stops_checks_at_the_server() {
-    let dir = open("throttle.user = \"3/10m\"");
+    let dir = open("throttle.user = \"3/10m\"\nthrottle.delay = \"300ms\"");
     let user = unique_user("user");
     for i in 0..3 {
         let e = dir.auth(&user, &format!("guess-{i}")).unwrap_err();
         assert_eq!(e.kind(), Kind::Rejected, "{e}");
     }
     for i in 3..6 {
+        let asked = Instant::now();
         let e = dir.auth(&user, &format!("guess-{i}")).unwrap_err();
         assert_eq!(e.kind(), Kind::Throttled, "{e}");
+        assert!(
+            asked.elapsed() >= Duration::from_millis(300),
+            "a throttled answer waits throttle.delay first"
+        );
         let msg = e.to_string();
         assert!(
             msg.starts_with(&format!(

@@ -66,6 +66,8 @@ fn sixty_four_threads_of_guessers_and_real_users_keep_exact_budgets_and_bound_co
             "forward.client-ip = true",
             "pool.max-connections = 12",
             &format!("throttle.client = \"{CLIENT_BUDGET}/10m\""),
+            // Thousands of throttled answers: no wait before each.
+            "throttle.delay = \"1ms\"",
         ],
     );
     let throttled = AtomicUsize::new(0);
@@ -176,6 +178,7 @@ fn sixty_four_threads_guessing_eight_users_reach_the_server_exactly_the_user_bud
         &[
             "pool.max-connections = 8",
             &format!("throttle.user = \"{USER_BUDGET}/10m\""),
+            "throttle.delay = \"1ms\"",
         ],
     );
     let throttled = AtomicUsize::new(0);

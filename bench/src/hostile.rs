@@ -1,4 +1,5 @@
-//! Hostile traffic (issue 8): `rdbench hostile --env DIR/env [--secs S] [--out FILE]`.
+//! Hostile traffic (issue 8):
+//! `rdbench hostile --env DIR/env [--secs S] [--out FILE] [--part flood|phone|hot]...`.
 //!
 //! - flood: 5 client addresses send wrong passwords for random users from 50 threads, as
 //!   fast as they can, against the real Dovecot IMAP; one real user from another address
@@ -9,7 +10,7 @@
 //! - hot path: warm recipient probes and cached logins, with throttles configured and
 //!   without, interleaved in one process.
 //!
-//! Prints Markdown to stdout (and FILE with --out).
+//! Prints Markdown to stdout (and FILE with --out); `--part` runs only some scenarios.
 
 use crate::{lib_config, load_env, open, Env, PASS, USER};
 use remote_directory::{Directory, Kind};
@@ -29,12 +30,14 @@ pub fn main(args: &[String]) {
     let mut env_path = std::env::var("RD_SERVERS_ENV").unwrap_or_default();
     let mut secs = 20.0;
     let mut out = None;
+    let mut parts: Vec<String> = Vec::new();
     for pair in args.chunks(2) {
         match (pair[0].as_str(), pair.get(1)) {
             ("--env", Some(v)) => env_path = v.clone(),
             ("--secs", Some(v)) => secs = v.parse().expect("--secs"),
             ("--out", Some(v)) => out = Some(v.clone()),
-            _ => panic!("usage: rdbench hostile --env DIR/env [--secs S] [--out FILE]"),
+            ("--part", Some(v)) => parts.push(v.clone()),
+            _ => panic!("usage: rdbench hostile --env DIR/env [--secs S] [--out FILE] [--part flood|phone|hot]..."),
         }
     }
     let env = load_env(&env_path);
@@ -43,9 +46,16 @@ pub fn main(args: &[String]) {
     let mut md = format!(
         "#### hostile traffic (issue 8): real Dovecot IMAP (STARTTLS), {secs} s per run\n\n"
     );
-    md += &flood(&env, &log, d);
-    md += &phone(&env, &log, d);
-    md += &hot_path(&env);
+    let wanted = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
+    if wanted("flood") {
+        md += &flood(&env, &log, d);
+    }
+    if wanted("phone") {
+        md += &phone(&env, &log, d);
+    }
+    if wanted("hot") {
+        md += &hot_path(&env);
+    }
     print!("{md}");
     if let Some(path) = out {
         std::fs::write(&path, &md).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -115,11 +125,9 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
-/// The real user's logins, one every 200 ms, from 198.51.100.1, while `stop` is false.
-/// Every login must be accepted: a throttled or timed-out real user is a failure of the
-/// defences, counted apart.
-fn real_user(dir: &Directory, d: Duration) -> (Latencies, usize) {
-    let me: IpAddr = "198.51.100.1".parse().unwrap();
+/// The real user's logins from `me`, one every 200 ms for `d`. Every login must be
+/// accepted: a throttled or timed-out real user is a failure of the defences, counted apart.
+fn real_user(dir: &Directory, me: IpAddr, d: Duration) -> (Latencies, usize) {
     let mut took = Vec::new();
     let mut failed = 0;
     let end = Instant::now() + d;
@@ -139,6 +147,10 @@ fn real_user(dir: &Directory, d: Duration) -> (Latencies, usize) {
 struct FloodRun {
     real: Latencies,
     real_failed: usize,
+    /// The same user on a second handle that nobody floods, at the same time (100 ms
+    /// apart): the machine's load, shared by other work, weighs on both alike.
+    beside: Latencies,
+    beside_failed: usize,
     guesses: u64,
     throttled: u64,
     reached: usize,
@@ -147,11 +159,12 @@ struct FloodRun {
 /// The real user alone (`guessers` false) or under the flood.
 fn flood_run(env: &Env, log: &str, extra: &str, d: Duration, guessers: bool) -> FloodRun {
     let dir = open(&lib_config(env, "imap", env.imap, false, extra));
+    let quiet = open(&lib_config(env, "imap", env.imap, false, extra));
     let prefix = format!("flood-{}-", run_id());
     let stop = AtomicBool::new(false);
     let guesses = AtomicU64::new(0);
     let throttled = AtomicU64::new(0);
-    let ((real, real_failed), _) = std::thread::scope(|s| {
+    let ((real, real_failed), (beside, beside_failed)) = std::thread::scope(|s| {
         let mut attackers = Vec::new();
         if guessers {
             for t in 0..GUESSERS {
@@ -174,12 +187,17 @@ fn flood_run(env: &Env, log: &str, extra: &str, d: Duration, guessers: bool) -> 
             // Let the flood start before the real user arrives.
             std::thread::sleep(Duration::from_millis(200));
         }
-        let real = real_user(&dir, d);
+        let quiet = &quiet;
+        let beside = s.spawn(move || {
+            std::thread::sleep(REAL_USER_EVERY / 2);
+            real_user(quiet, "198.51.100.2".parse().unwrap(), d)
+        });
+        let real = real_user(&dir, "198.51.100.1".parse().unwrap(), d);
         stop.store(true, Ordering::Relaxed);
         for a in attackers {
             a.join().unwrap();
         }
-        (real, ())
+        (real, beside.join().unwrap())
     });
     let reached = if guessers {
         checks_logged(log, &prefix)
@@ -189,6 +207,8 @@ fn flood_run(env: &Env, log: &str, extra: &str, d: Duration, guessers: bool) -> 
     FloodRun {
         real,
         real_failed,
+        beside,
+        beside_failed,
         guesses: guesses.into_inner(),
         throttled: throttled.into_inner(),
         reached,
@@ -199,39 +219,51 @@ fn flood(env: &Env, log: &str, d: Duration) -> String {
     let idle = flood_run(env, log, DEFENCES, d, false);
     let defended = flood_run(env, log, DEFENCES, d, true);
     let bare = flood_run(env, log, "", d, true);
-    let base = idle.real.quantile(0.99);
     let mut md = String::from(
         "##### flood: 50 threads from 5 addresses guess passwords of random users; alice logs in every 200 ms from another address\n\n\
          `pool.max-connections = 10` (default), no login cache. Defences: `throttle.user = \"10/10m\"`, \
-         `throttle.client = \"10/1m\"` (budget: 10 refusals per address per minute, 50 for the run). \
+         `throttle.client = \"10/1m\"`, `throttle.delay` at its default 500 ms (budget: 10 refusals per address per minute, 50 for the run). \
+         In every run alice also logs in, 100 ms apart, on a second handle of the same configuration that nobody floods \
+         (\"beside\"): the ratio compares the flooded handle with it, so that load from outside the run weighs on both alike. \
          \"reached Dovecot\" counts the `passwd-file(...)` lines of Dovecot's own log for the guessed users.\n\n\
-         | handle | alice's logins | alice failed | median | p99 | p99 ÷ idle p99 | guesses made | throttled (no traffic) | reached Dovecot |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | run | handle | alice's logins | failed | median | p99 | p99 ÷ p99 beside | guesses made | throttled (no traffic) | reached Dovecot |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for (name, r) in [
-        ("idle, defences on", &idle),
+        ("no flood, defences on", &idle),
         ("flood, defences on", &defended),
         ("flood, no defences", &bare),
     ] {
-        let row = if r.real.0.is_empty() {
-            format!("| {name} | 0 | {} | - | - | - |", r.real_failed)
-        } else {
-            let p99 = r.real.quantile(0.99);
-            format!(
-                "| {name} | {} | {} | {} | {} | {:.2} |",
-                r.real.0.len(),
-                r.real_failed,
-                ms(r.real.quantile(0.5)),
-                ms(p99),
-                p99.as_secs_f64() / base.as_secs_f64()
-            )
+        let stats = |l: &Latencies, failed: usize| match l.0.is_empty() {
+            true => format!("0 | {failed} | - | - |"),
+            false => format!(
+                "{} | {failed} | {} | {} |",
+                l.0.len(),
+                ms(l.quantile(0.5)),
+                ms(l.quantile(0.99))
+            ),
+        };
+        let ratio = match (r.real.0.is_empty(), r.beside.0.is_empty()) {
+            (false, false) => format!(
+                "{:.2}",
+                r.real.quantile(0.99).as_secs_f64() / r.beside.quantile(0.99).as_secs_f64()
+            ),
+            _ => "-".into(),
         };
         let traffic = if r.guesses == 0 {
-            " - | - | - |".to_string()
+            "- | - | -".to_string()
         } else {
-            format!(" {} | {} | {} |", r.guesses, r.throttled, r.reached)
+            format!("{} | {} | {}", r.guesses, r.throttled, r.reached)
         };
-        md += &format!("{row}{traffic}\n");
+        md += &format!(
+            "| {name} | {} | {} {ratio} | {traffic} |\n",
+            if r.guesses == 0 { "first" } else { "flooded" },
+            stats(&r.real, r.real_failed)
+        );
+        md += &format!(
+            "| {name} | beside | {} | | | |\n",
+            stats(&r.beside, r.beside_failed)
+        );
     }
     md += "\n";
     md
@@ -269,21 +301,39 @@ fn phone(env: &Env, log: &str, d: Duration) -> String {
 }
 
 /// Calls per second of `op` on one thread for `d`.
-fn rate(d: Duration, mut op: impl FnMut()) -> f64 {
+/// Calls per second of `a` and of `b`, called alternately for `d` (batches a b, then b a,
+/// and so on), each batch timed on its own: whatever else the machine does weighs on both
+/// alike. Batches of 64 calls keep the clock's own cost out of sub-microsecond calls.
+fn alternate(d: Duration, a: impl Fn(), b: impl Fn()) -> (f64, f64) {
+    const BATCH: u32 = 64;
     let start = Instant::now();
-    let mut n = 0u64;
+    let (mut ta, mut tb) = (Duration::ZERO, Duration::ZERO);
+    let mut batches = 0u32;
+    let timed = |f: &dyn Fn()| {
+        let t = Instant::now();
+        for _ in 0..BATCH {
+            f();
+        }
+        t.elapsed()
+    };
     while start.elapsed() < d {
-        op();
-        n += 1;
+        if batches % 2 == 0 {
+            ta += timed(&a);
+            tb += timed(&b);
+        } else {
+            tb += timed(&b);
+            ta += timed(&a);
+        }
+        batches += 1;
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    let n = f64::from(batches * BATCH);
+    (n / ta.as_secs_f64(), n / tb.as_secs_f64())
 }
 
 fn hot_path(env: &Env) -> String {
-    const ROUNDS: usize = 6;
-    let round = Duration::from_secs(2);
+    const RUN: Duration = Duration::from_secs(12);
     let mut md = String::from(
-        "##### hot path: the same calls with throttles configured (B) and without (A), 1 thread, interleaved 2 s rounds\n\n\
+        "##### hot path: the same calls with throttles configured (B) and without (A), 1 thread, 12 s, batches of 64 calls alternating between the two handles\n\n\
          | call | A calls/s | B calls/s | B ÷ A |\n|---|---:|---:|---:|\n",
     );
     let rcpt = |extra: &str| {
@@ -329,12 +379,7 @@ fn hot_path(env: &Env) -> String {
     for (name, call, make) in cases {
         let a = make("");
         let b = make(DEFENCES);
-        let (mut ra, mut rb) = (0.0, 0.0);
-        for _ in 0..ROUNDS {
-            ra += rate(round, || call(&a));
-            rb += rate(round, || call(&b));
-        }
-        let (ra, rb) = (ra / ROUNDS as f64, rb / ROUNDS as f64);
+        let (ra, rb) = alternate(RUN, || call(&a), || call(&b));
         md += &format!("| {name} | {ra:.0} | {rb:.0} | {:.3} |\n", rb / ra);
     }
     md += "\n";

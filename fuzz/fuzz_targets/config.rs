@@ -1,9 +1,12 @@
 //! The configuration reader: arbitrary text as a whole configuration file, read with no
-//! directory name and with a name, plus the duration syntax on its own.
+//! directory name and with a name, plus the duration, throttle rate and client address
+//! syntaxes on their own.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use remote_directory::config::{load_str, normalize_domain, parse_duration};
+use remote_directory::parse_client_ip;
+use remote_directory::throttle::Rate;
 use std::time::Duration;
 
 fuzz_target!(|data: &[u8]| {
@@ -36,5 +39,14 @@ fuzz_target!(|data: &[u8]| {
     let _ = normalize_domain(text);
     if let Some(d) = parse_duration(text) {
         let _ = d.as_millis();
+    }
+    if let Some(rate) = Rate::parse(text) {
+        assert!((1..=1_000_000).contains(&rate.limit));
+        assert!(!rate.period.is_zero() && rate.period <= Duration::from_secs(86_400));
+        // What the effective configuration prints reads back the same.
+        assert_eq!(Rate::parse(&rate.to_string()), Some(rate));
+    }
+    if let Ok(ip) = parse_client_ip(text) {
+        assert_eq!(parse_client_ip(&ip.to_string()).ok(), Some(ip));
     }
 });
