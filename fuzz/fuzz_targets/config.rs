@@ -17,19 +17,21 @@ fuzz_target!(|data: &[u8]| {
         match load_str(text, name) {
             Ok(settings) => {
                 // What validation promises to everything after it.
-                assert!(settings.port > 0);
+                assert!(!settings.servers.is_empty());
+                for server in &settings.servers {
+                    assert!(server.port > 0 && !server.host.is_empty());
+                    let _ = server.to_string();
+                }
                 assert!(settings.max_connections >= 1);
                 assert!(settings.max_rcpts >= 1 && settings.max_auth_errors >= 1);
                 assert!(
                     !settings.timeout.is_zero() && settings.timeout <= Duration::from_secs(86_400)
                 );
                 assert!(settings.wait_timeout <= Duration::from_secs(86_400));
-                assert!(!settings.host.is_empty());
                 for d in &settings.domains {
                     assert!(!d.is_empty() && d.len() <= 255, "domain {d:?}");
                     assert!(!d.bytes().any(|b| b.is_ascii_control() || b == b' '));
                 }
-                let _ = settings.server();
             }
             Err(e) => {
                 let _ = e.to_string();
