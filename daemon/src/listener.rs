@@ -66,6 +66,13 @@ pub trait Exchange: Send {
     /// Looks at the unanswered bytes `input` (the start of a request). The listener calls it
     /// again with what is left after `Step::Reply`.
     fn step(&mut self, input: &[u8], ctx: &Context) -> Step;
+    /// After a reply with `close`: half-close the connection and read until the client
+    /// closes its side (bounded), instead of closing at once. For protocols whose clients may
+    /// still be sending when they are answered (saslauthd's optional fifth field): closing a
+    /// socket with unread bytes would reset it. Off by default.
+    fn drain_at_close(&self) -> bool {
+        false
+    }
 }
 
 /// What an [`Exchange`] decided about the bytes it was given.
@@ -283,6 +290,13 @@ impl Conn {
         match self {
             Conn::Unix(s) => s.set_write_timeout(Some(t)),
             Conn::Tcp(s) => s.set_write_timeout(Some(t)),
+        }
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            Conn::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
         }
     }
 }
@@ -543,6 +557,12 @@ fn serve_connection(
         ) {
             Continue::Open => {}
             Continue::Close => break,
+            Continue::Answered => {
+                if exchange.drain_at_close() {
+                    drain(&mut conn);
+                }
+                break;
+            }
         }
         if buffer.is_empty() {
             started = None;
@@ -554,6 +574,36 @@ fn serve_connection(
 enum Continue {
     Open,
     Close,
+    /// The last answer is sent (a reply with `close`).
+    Answered,
+}
+
+/// How long, and how many bytes, a half-closed connection is read before it is closed.
+const DRAIN_TIME: Duration = Duration::from_secs(1);
+const DRAIN_BYTES: usize = 16 * 1024;
+
+/// Half-closes `conn` (the client reads the end of the answer) and discards what the client
+/// still sends until it closes, at most DRAIN_BYTES within DRAIN_TIME.
+fn drain(conn: &mut Conn) {
+    if conn.shutdown_write().is_err() {
+        return;
+    }
+    let until = Instant::now() + DRAIN_TIME;
+    let mut chunk = [0u8; READ_CHUNK];
+    let mut drained = 0;
+    while drained < DRAIN_BYTES {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || conn.set_read_timeout(left).is_err() {
+            return;
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                chunk[..n].zeroize();
+                drained += n;
+            }
+        }
+    }
 }
 
 /// Answers every complete request in `buffer`.
@@ -596,7 +646,10 @@ fn answer_all(
                     log!("notice", "{}: {peer}: write: {e}", service.name());
                     return Continue::Close;
                 }
-                if close || state.stopping() {
+                if close {
+                    return Continue::Answered;
+                }
+                if state.stopping() {
                     return Continue::Close;
                 }
             }

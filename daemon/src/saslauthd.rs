@@ -4,7 +4,8 @@
 //! counted strings (a 2-byte network-order length, then that many bytes, at most 256 as in
 //! saslauthd): login, password, service, realm. Cyrus SASL 2.1.28 and Exim send these four;
 //! newer Cyrus SASL sends a fifth, the client's address (`ip;port`). The answer is one counted
-//! string, `OK...` or `NO...`, then the connection is closed.
+//! string, `OK...` or `NO...`; then the daemon half-closes the connection and reads what the
+//! client still sends until it closes (a fifth field that came after the answer).
 //!
 //! The protocol has no "try again later". Every known client takes a connection closed
 //! without an answer as a failure of the service, not of the password (Cyrus SASL returns
@@ -170,6 +171,12 @@ struct Conversation {
 const REFUSED: &str = "NO authentication failed";
 
 impl Exchange for Conversation {
+    /// A fifth field that arrives after the answer is read and dropped, so the client's
+    /// connection ends with an EOF, never a reset.
+    fn drain_at_close(&self) -> bool {
+        true
+    }
+
     fn step(&mut self, input: &[u8], ctx: &Context) -> Step {
         let (request, consumed) = match parse(input) {
             Parsed::More => return Step::More,

@@ -296,6 +296,26 @@ fn testsaslauthd_against_the_daemon() {
     assert!(!out.contains("OK") && !out.contains("NO"), "{out} {err}");
     assert!(err.contains("size read failed"), "{err}");
     daemon.wait_log("saslauthd: down: login of alice@example.org TEMPORARY");
+
+    // A fifth field sent after the answer (a newer client slow to send its address): the
+    // daemon has half-closed and still reads, so the client's write succeeds and it then
+    // reads the end of the stream, not a reset.
+    let mut s = UnixStream::connect(&socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&counted(&[
+        ALICE.0.as_bytes(),
+        ALICE.1.as_bytes(),
+        b"smtp",
+        b"",
+    ]))
+    .unwrap();
+    let mut answer = [0u8; 4];
+    s.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"\x00\x02OK");
+    s.write_all(&counted(&[b"192.0.2.1;25"]))
+        .expect("the daemon still reads after its answer");
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).expect("an EOF, not a reset"), 0);
 }
 
 // ---------------------------------------------------------------------------------------
