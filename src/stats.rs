@@ -9,7 +9,7 @@
 use crate::error::Result;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -115,6 +115,8 @@ pub struct DirectoryStats {
     cache_hits: [AtomicU64; OPS.len()],
     throttled: AtomicU64,
     servers: Mutex<BTreeMap<String, Server>>,
+    /// The shared store (`store.url`): 0 none, 1 down, 2 up.
+    store: AtomicU8,
 }
 
 impl DirectoryStats {
@@ -142,6 +144,11 @@ impl DirectoryStats {
     pub fn record_connection(&self, server: &str, event: ConnectionEvent) {
         let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
         servers.entry(server.to_string()).or_default().events[event as usize] += 1;
+    }
+
+    /// Whether the shared store answers now (set by its circuit breaker).
+    pub(crate) fn set_store_up(&self, up: bool) {
+        self.store.store(if up { 2 } else { 1 }, Relaxed);
     }
 
     /// Whether `server` answers now (set by the failover logic).
@@ -190,6 +197,7 @@ const CACHE_HITS: &str = "remote_directory_cache_hits_total";
 const THROTTLED: &str = "remote_directory_throttled_total";
 const CONNECTIONS: &str = "remote_directory_connections_total";
 const SERVER_UP: &str = "remote_directory_server_up";
+const STORE_UP: &str = "remote_directory_store_up";
 
 /// Every series of this process now, metric by metric, directories in name order. Series
 /// that never counted anything are left out, except the histogram of an operation that ran.
@@ -301,6 +309,16 @@ pub fn snapshot() -> Vec<Sample> {
             }
         }
     }
+    for (name, s) in &all {
+        let state = s.store.load(Relaxed);
+        if state > 0 {
+            out.push(Sample {
+                name: STORE_UP,
+                labels: vec![dir(name)],
+                value: if state == 2 { 1.0 } else { 0.0 },
+            });
+        }
+    }
     for (name, server, _, up) in &servers {
         if let Some(up) = up {
             out.push(Sample {
@@ -329,6 +347,10 @@ fn help(family: &str) -> (&'static str, &'static str) {
         CACHE_HITS => ("counter", "Calls answered from the result cache."),
         THROTTLED => ("counter", "Logins answered TEMPORARY by a throttle."),
         CONNECTIONS => ("counter", "Connections to remote servers, by event."),
+        STORE_UP => (
+            "gauge",
+            "Whether the shared store answers (1) or calls go on with local state (0).",
+        ),
         _ => ("gauge", "Whether the remote server answers (1) or not (0)."),
     }
 }

@@ -6,7 +6,7 @@
 //! flushed) the call goes on with local state within `store.timeout`. A circuit breaker
 //! stops paying that timeout on every call while the store is down: one call per second
 //! tries it again, and sharing resumes by itself when it answers. Going down and coming
-//! back are each written once to standard error.
+//! back are each written once to standard error and show in `remote_directory_store_up`.
 //!
 //! Keys are `<store.prefix><directory>:<kind>:<id>`, every one with a TTL. Recipient
 //! results are keyed by the address; throttle counters by a SHA-256 of the user name or
@@ -69,6 +69,8 @@ pub struct Store {
     breaker: Mutex<Breaker>,
     begin: redis::Script,
     give_back: redis::Script,
+    /// The directory's counters: `remote_directory_store_up`.
+    stats: Arc<crate::stats::DirectoryStats>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -135,6 +137,8 @@ impl Store {
             }
             None => None,
         };
+        let stats = crate::stats::for_directory(directory);
+        stats.set_store_up(true);
         Ok(Some(Store {
             client,
             shown,
@@ -145,6 +149,7 @@ impl Store {
             breaker: Mutex::new(Breaker { retry_at: None }),
             begin: redis::Script::new(BEGIN),
             give_back: redis::Script::new(GIVE_BACK),
+            stats,
         }))
     }
 
@@ -205,6 +210,7 @@ impl Store {
         drop(breaker);
         lock(&self.idle).clear();
         if was_up {
+            self.stats.set_store_up(false);
             eprintln!(
                 "remote-directory: store {} down ({}); going on with local state",
                 self.shown,
@@ -217,6 +223,7 @@ impl Store {
         let mut breaker = lock(&self.breaker);
         if breaker.retry_at.take().is_some() {
             drop(breaker);
+            self.stats.set_store_up(true);
             eprintln!(
                 "remote-directory: store {} back; sharing resumes",
                 self.shown

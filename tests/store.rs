@@ -13,7 +13,7 @@ mod peer;
 use common::relay::Relay;
 use common::{servers, ALICE, NOBODY};
 use peer::ImapServer;
-use remote_directory::{Directory, Kind};
+use remote_directory::{stats, Directory, Kind};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -131,8 +131,12 @@ impl Drop for Redis {
 
 /// A directory named `fleet` of `kind` reached through `relay`, with `extra` lines.
 fn open(kind: &str, relay: &Relay, extra: &str) -> Directory {
+    open_named("fleet", kind, relay, extra)
+}
+
+fn open_named(name: &str, kind: &str, relay: &Relay, extra: &str) -> Directory {
     let text = format!(
-        "[directory.fleet]\ntype = \"{kind}\"\naddress = \"{}\"\ntimeout = \"5s\"\n\
+        "[directory.{name}]\ntype = \"{kind}\"\naddress = \"{}\"\ntimeout = \"5s\"\n\
          tls.ca-file = {:?}\n{extra}\n",
         relay.address(),
         servers().ca()
@@ -247,10 +251,22 @@ fn the_store_dying_changes_no_answer_and_sharing_resumes_when_it_is_back() {
     let lmtp = servers().port("RD_LMTP_PORT");
     let (relay_a, relay_b) = (Relay::start(lmtp), Relay::start(lmtp));
     let store = format!("{}\ncache.ttl.positive = \"1h\"", store_line(&redis));
+    // A name of its own: the statistics are per directory name.
     let (a, b) = (
-        open("lmtp", &relay_a, &store),
-        open("lmtp", &relay_b, &store),
+        open_named("dying", "lmtp", &relay_a, &store),
+        open_named("dying", "lmtp", &relay_b, &store),
     );
+    let store_up = || {
+        let text = stats::prometheus_text(&stats::snapshot());
+        ["0", "1"]
+            .into_iter()
+            .find(|v| {
+                text.contains(&format!(
+                    "remote_directory_store_up{{directory=\"dying\"}} {v}\n"
+                ))
+            })
+            .map(|v| v == "1")
+    };
     let expected = [
         (ALICE.0, true),
         ("bob@example.org", true),
@@ -285,6 +301,7 @@ fn the_store_dying_changes_no_answer_and_sharing_resumes_when_it_is_back() {
         b.rcpt(&fresh).expect("alice+tag exists");
         if (11..20).contains(&round) {
             assert_eq!(a.store_up(), Some(false), "round {round}");
+            assert_eq!(store_up(), Some(false), "the metric, round {round}");
         }
     }
     // Back for a while: what A learns now, B answers without the remote.
@@ -292,6 +309,7 @@ fn the_store_dying_changes_no_answer_and_sharing_resumes_when_it_is_back() {
     let before = relay_b.relayed();
     a.rcpt("alice+resumed@example.org").expect("learnt by A");
     assert_eq!(a.store_up(), Some(true));
+    assert_eq!(store_up(), Some(true), "the metric");
     b.rcpt("alice+resumed@example.org").expect("from the store");
     assert_eq!(relay_b.relayed(), before, "B did not ask the remote");
 }
