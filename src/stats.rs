@@ -147,6 +147,7 @@ impl DirectoryStats {
     }
 
     /// Whether the shared store answers now (set by its circuit breaker).
+    #[cfg(feature = "redis")]
     pub(crate) fn set_store_up(&self, up: bool) {
         self.store.store(if up { 2 } else { 1 }, Relaxed);
     }
