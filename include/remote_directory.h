@@ -6,6 +6,18 @@
 #include <stdint.h>
 
 /*
+ What one cache entry is reckoned to cost, to turn Stalwart's `cache.size` (bytes) into a
+ count of entries: the address (typically 20 to 40 bytes, at most 320), the server's reply
+ kept with a refusal (about 100), the expiry, and the hash table's own overhead.
+ */
+#define CACHE_BYTES_PER_ENTRY 256
+
+/*
+ Stalwart's default `cache.size`: 1 MiB, that is 4096 entries.
+ */
+#define DEFAULT_CACHE_BYTES (1 << 20)
+
+/*
  Longest user name accepted by `directory_auth`, in bytes (NUL excluded).
  */
 #define DIRECTORY_MAX_USER 320

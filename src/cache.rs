@@ -159,14 +159,14 @@ impl Cache {
         };
         Ok(Cache {
             shared,
-            rcpts: TtlMap::new(settings.size, grace),
+            rcpts: TtlMap::new(settings.entries, grace),
             ttl_positive: settings.ttl_positive,
             ttl_negative: settings.ttl_negative,
             login_key,
-            logins: login_ttl.map(|ttl| (TtlMap::new(settings.size, grace), ttl)),
+            logins: login_ttl.map(|ttl| (TtlMap::new(settings.entries, grace), ttl)),
             refusals: settings
                 .auth_negative_ttl
-                .map(|ttl| (TtlMap::new(settings.size, Duration::ZERO), ttl)),
+                .map(|ttl| (TtlMap::new(settings.entries, Duration::ZERO), ttl)),
         })
     }
 
@@ -325,9 +325,10 @@ mod tests {
     }
     use crate::Kind;
 
-    fn settings(size: usize, auth_ttl: Option<Duration>) -> CacheSettings {
+    fn settings(entries: usize, auth_ttl: Option<Duration>) -> CacheSettings {
         CacheSettings {
-            size,
+            entries,
+            size_bytes: None,
             ttl_positive: Duration::from_secs(60),
             ttl_negative: Duration::from_millis(50),
             auth_ttl,

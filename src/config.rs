@@ -60,11 +60,14 @@ pub struct TlsSettings {
     pub backend: TlsBackend,
 }
 
-/// The result cache (performance issue); `None` in [`Settings`] when `cache.*` is absent.
+/// The result cache; `None` in [`Settings`] when `cache.size` is `false`, `0` or `"disable"`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheSettings {
-    /// Most entries kept.
-    pub size: usize,
+    /// Most entries kept in each map (recipients, logins, refused logins).
+    pub entries: usize,
+    /// `cache.size`, the byte budget the entries came from; `None` when `cache.entries` gave
+    /// the count directly.
+    pub size_bytes: Option<u64>,
     /// How long an existing recipient is remembered.
     pub ttl_positive: Duration,
     /// How long an unknown recipient is remembered.
@@ -82,7 +85,8 @@ impl CacheSettings {
     /// The cache as it is when a `cache.*` key (or `store.url`) turns it on.
     fn defaults() -> Self {
         CacheSettings {
-            size: 1024,
+            entries: (DEFAULT_CACHE_BYTES / CACHE_BYTES_PER_ENTRY) as usize,
+            size_bytes: Some(DEFAULT_CACHE_BYTES),
             ttl_positive: Duration::from_secs(3600),
             ttl_negative: Duration::from_secs(600),
             auth_ttl: None,
@@ -147,6 +151,16 @@ pub struct Settings {
     pub guard: GuardSettings,
     /// The store shared by a fleet (`store.*`, cargo feature `redis`).
     pub store: Option<StoreSettings>,
+    /// `disable = true`: defined, shown by `--show-config`, but never opened.
+    pub disabled: bool,
+    /// Bound on opening one connection: connect, TLS, greeting, EHLO/CAPABILITY, STARTTLS.
+    pub create_timeout: Duration,
+    /// Bound on checking an idle pooled connection before it serves a call.
+    pub recycle_timeout: Duration,
+    /// The EHLO/LHLO name; `None`: the local address as a literal (`[192.0.2.1]`).
+    pub hello_name: Option<String>,
+    /// How a login name becomes the name sent to the server (`user.*`).
+    pub user: crate::user_map::UserMapping,
 }
 
 /// `store.*`: where a fleet of relays shares results and throttle counters.
@@ -184,6 +198,14 @@ pub struct FailoverSettings {
 const MAX_FILE_SIZE: u64 = 16 << 20;
 const MAX_CONNECTIONS: i64 = 10_000;
 const MAX_CACHE_ENTRIES: i64 = 10_000_000;
+/// What one cache entry is reckoned to cost, to turn Stalwart's `cache.size` (bytes) into a
+/// count of entries: the address (typically 20 to 40 bytes, at most 320), the server's reply
+/// kept with a refusal (about 100), the expiry, and the hash table's own overhead.
+pub const CACHE_BYTES_PER_ENTRY: u64 = 256;
+/// Stalwart's default `cache.size`: 1 MiB, that is 4096 entries.
+pub const DEFAULT_CACHE_BYTES: u64 = 1 << 20;
+/// How long a check of an idle pooled connection may take by default (`pool.timeout.recycle`).
+const DEFAULT_RECYCLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reads `path` and selects directory `name` (or the only one when `name` is `None`).
 pub fn load_file(path: &Path, name: Option<&str>) -> Result<Settings> {
@@ -288,6 +310,7 @@ const DEFAULT_DAEMON_TIMEOUT: Duration = Duration::from_secs(75);
 fn load(text: &str, name: Option<&str>, origin: &str, base: Option<&Path>) -> Result<Target> {
     let root = parse(text, origin)?;
     let directories = directory_tables(&root, origin)?;
+    let hello = hello_name(&root, origin)?;
     let err = |msg: String| Error::config(format!("{origin}: {msg}"));
     let names = || quoted_names(directories);
     let (name, table) = match name {
@@ -318,6 +341,17 @@ fn load(text: &str, name: Option<&str>, origin: &str, base: Option<&Path>) -> Re
             }
         }
     };
+    read_target(name, table, origin, base, &hello)
+}
+
+/// One `directory.<name>` table: a remote server's settings, or a `type = "daemon"` client's.
+fn read_target(
+    name: &str,
+    table: &Value,
+    origin: &str,
+    base: Option<&Path>,
+    hello: &Option<String>,
+) -> Result<Target> {
     if table.get("type").and_then(Value::as_str) == Some("daemon") {
         if let Value::Table(t) = table {
             let mut reader = KeyReader::new(origin, format!("directory.{name}"), t);
@@ -326,21 +360,21 @@ fn load(text: &str, name: Option<&str>, origin: &str, base: Option<&Path>) -> Re
             return Ok(Target::Daemon(settings));
         }
     }
-    read_directory(name, table, origin, base)
+    read_directory(name, table, origin, base, hello)
         .0
         .map(Target::Remote)
 }
 
 /// Every directory of a file, in file order of names (sorted), each read on its own: one
 /// invalid directory does not hide the others (`directory-check --check-config`).
-pub fn load_all_file(path: &Path) -> Result<Vec<(String, Result<Settings>)>> {
+pub fn load_all_file(path: &Path) -> Result<Vec<(String, Result<Target>)>> {
     let origin = path.display().to_string();
     let text = read_text(path, &origin)?;
     load_all(&text, &origin, path.parent())
 }
 
 /// [`load_all_file`] for TOML text given directly.
-pub fn load_all_str(text: &str) -> Result<Vec<(String, Result<Settings>)>> {
+pub fn load_all_str(text: &str) -> Result<Vec<(String, Result<Target>)>> {
     load_all(text, "<string>", None)
 }
 
@@ -348,9 +382,10 @@ fn load_all(
     text: &str,
     origin: &str,
     base: Option<&Path>,
-) -> Result<Vec<(String, Result<Settings>)>> {
+) -> Result<Vec<(String, Result<Target>)>> {
     let root = parse(text, origin)?;
     let directories = directory_tables(&root, origin)?;
+    let hello = hello_name(&root, origin)?;
     if directories.is_empty() {
         return Err(Error::config(format!(
             "{origin}: no [directory.<name>] table"
@@ -359,10 +394,69 @@ fn load_all(
     Ok(directories
         .iter()
         .map(|(name, table)| {
-            let settings = read_directory(name, table, origin, base).0;
-            (name.clone(), settings)
+            let target = read_target(name, table, origin, base, &hello);
+            (name.clone(), target)
         })
         .collect())
+}
+
+/// The EHLO/LHLO name of every directory of the file, as Stalwart chose its own:
+/// `server.hostname` (v0.11.2+), else `lookup.default.hostname` (earlier), else this
+/// machine's host name when it is a domain name (see [`choose_hello_name`]).
+fn hello_name(root: &toml::Table, origin: &str) -> Result<Option<String>> {
+    let configured = |table: &str, key: &str| -> Result<Option<String>> {
+        let value = root
+            .get(table)
+            .and_then(|t| t.get(key.split('.').next()?))
+            .and_then(|v| match key.split_once('.') {
+                Some((_, rest)) => v.get(rest),
+                None => Some(v),
+            });
+        match value {
+            None => Ok(None),
+            Some(Value::String(h)) if valid_hello_name(h) => Ok(Some(h.to_lowercase())),
+            Some(v) => Err(Error::config(format!(
+                "{origin}: {table}.{key}: {} is not a host name (used as the EHLO/LHLO name)",
+                match v {
+                    Value::String(h) => format!("{h:?}"),
+                    other => other.type_str().to_string(),
+                }
+            ))),
+        }
+    };
+    let server = configured("server", "hostname")?;
+    let lookup = configured("lookup", "default.hostname")?;
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    Ok(choose_hello_name(
+        server.as_deref(),
+        lookup.as_deref(),
+        machine.as_deref().map(str::trim),
+    ))
+}
+
+/// The first of the configured names, else the machine's name if it has a dot: a name
+/// without one (`vm`, a container id) is refused by servers that check HELO, such as Postfix
+/// with `reject_non_fqdn_helo_hostname`, where the address literal `[192.0.2.1]` (`None`)
+/// always passes the syntax checks.
+pub fn choose_hello_name(
+    server_hostname: Option<&str>,
+    lookup_default_hostname: Option<&str>,
+    machine: Option<&str>,
+) -> Option<String> {
+    server_hostname
+        .or(lookup_default_hostname)
+        .or(machine.filter(|m| m.contains('.') && valid_hello_name(m)))
+        .map(str::to_lowercase)
+}
+
+/// A name that can follow EHLO on the line: letters, digits, `.`, `-`, `_`, or an address
+/// literal in brackets; no spaces, no CR/LF (it is written to the wire as is).
+fn valid_hello_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'[' | b']' | b':')
+        })
 }
 
 fn parse(text: &str, origin: &str) -> Result<toml::Table> {
@@ -396,6 +490,7 @@ fn read_directory<'a>(
     table: &'a Value,
     origin: &'a str,
     base: Option<&Path>,
+    hello_name: &Option<String>,
 ) -> (Result<Settings>, KeyReader<'a>) {
     let mut keys = BTreeMap::new();
     if let Value::Table(table) = table {
@@ -409,7 +504,10 @@ fn read_directory<'a>(
     };
     let settings = match table {
         Value::Table(_) => match reader.settings(name, base) {
-            Ok(s) => reader.reject_unknown().map(|()| s),
+            Ok(s) => reader.reject_unknown().map(|()| Settings {
+                hello_name: hello_name.clone(),
+                ..s
+            }),
             // A missing `address` is often a mistyped one: say so.
             Err(e) => Err(match reader.typos() {
                 Some(typos) => Error::config(format!("{e}; {typos}")),
@@ -764,6 +862,14 @@ impl<'a> KeyReader<'a> {
             .unwrap_or(Duration::from_secs(30));
         let mut cache = self.cache()?;
         let guard = self.guard()?;
+        let disabled = self.boolean("disable", None)?.unwrap_or(false);
+        let create_timeout = self
+            .duration("pool.timeout.create", None)?
+            .unwrap_or(timeout);
+        let recycle_timeout = self
+            .duration("pool.timeout.recycle", None)?
+            .unwrap_or(DEFAULT_RECYCLE_TIMEOUT.min(timeout));
+        let user = self.user_mapping(&domains)?;
         let store = self.store(base, &mut cache)?;
         Ok(Settings {
             name: name.to_string(),
@@ -781,6 +887,52 @@ impl<'a> KeyReader<'a> {
             cache,
             guard,
             store,
+            disabled,
+            create_timeout,
+            recycle_timeout,
+            hello_name: None,
+            user,
+        })
+    }
+
+    fn user_mapping(&mut self, domains: &[String]) -> Result<crate::user_map::UserMapping> {
+        let lowercase = self.boolean("user.lowercase", None)?.unwrap_or(false);
+        let strip_domain = self.boolean("user.strip-domain", None)?.unwrap_or(false);
+        let append_domain = match self.string("user.append-domain", None)? {
+            Some(d) => {
+                let domain = normalize_domain(&d);
+                if domain.is_empty()
+                    || domain.len() > 255
+                    || domain
+                        .chars()
+                        .any(|c| c.is_control() || c.is_whitespace() || c == '@')
+                {
+                    return Err(self.error("user.append-domain", format!("'{d}' is not a domain")));
+                }
+                Some(domain)
+            }
+            None => None,
+        };
+        let require_local_domain = self
+            .boolean("user.require-local-domain", None)?
+            .unwrap_or(false);
+        if strip_domain && append_domain.is_some() {
+            return Err(self.error(
+                "user.append-domain",
+                "set together with user.strip-domain, which would remove it again; keep one",
+            ));
+        }
+        if require_local_domain && domains.is_empty() {
+            return Err(self.error(
+                "user.require-local-domain",
+                "needs lookup.domains: the list of domains a login may have",
+            ));
+        }
+        Ok(crate::user_map::UserMapping {
+            lowercase,
+            strip_domain,
+            append_domain,
+            require_local_domain,
         })
     }
 
@@ -923,31 +1075,69 @@ impl<'a> KeyReader<'a> {
         })
     }
 
+    /// Stalwart v0.11+ `cache.size` is a byte budget (default 1 MiB, on); `false`, `0` or
+    /// `"disable"` turn the cache off. The older `cache.entries` gives the count itself.
     fn cache(&mut self) -> Result<Option<CacheSettings>> {
-        let size = self.integer("cache.size", Some("cache.entries"), 1, MAX_CACHE_ENTRIES)?;
+        let size = self.byte_size("cache.size")?;
+        let entries = self.integer("cache.entries", None, 1, MAX_CACHE_ENTRIES)?;
         let ttl_positive = self.duration("cache.ttl.positive", None)?;
         let ttl_negative = self.duration("cache.ttl.negative", None)?;
         let auth_ttl = self.duration("cache.auth-ttl", None)?;
         let auth_negative_ttl = self.duration("cache.auth-negative-ttl", None)?;
         let stale_if_error = self.duration("cache.stale-if-error", None)?;
-        if size.is_none()
-            && ttl_positive.is_none()
-            && ttl_negative.is_none()
-            && auth_ttl.is_none()
-            && auth_negative_ttl.is_none()
-            && stale_if_error.is_none()
-        {
-            return Ok(None);
-        }
-        let defaults = CacheSettings::defaults();
+        let (entries, size_bytes) = match (size, entries) {
+            (Some(_), Some(_)) => {
+                return Err(self.error(
+                    "cache.entries",
+                    "set together with cache.size; keep one (cache.size is Stalwart v0.11+'s byte budget, cache.entries the older count)",
+                ))
+            }
+            (Some(0), None) => {
+                let set = [
+                    ("cache.auth-ttl", auth_ttl),
+                    ("cache.auth-negative-ttl", auth_negative_ttl),
+                    ("cache.stale-if-error", stale_if_error),
+                ];
+                if let Some((key, _)) = set.iter().find(|(_, v)| v.is_some()) {
+                    return Err(self.error(key, "set while cache.size turns the cache off"));
+                }
+                return Ok(None);
+            }
+            (Some(bytes), None) => (bytes, Some(bytes)),
+            (None, Some(n)) => (n as u64 * CACHE_BYTES_PER_ENTRY, None),
+            (None, None) => (DEFAULT_CACHE_BYTES, Some(DEFAULT_CACHE_BYTES)),
+        };
+        let entries = (entries / CACHE_BYTES_PER_ENTRY).max(1) as usize;
         Ok(Some(CacheSettings {
-            size: size.map_or(defaults.size, |n| n as usize),
-            ttl_positive: ttl_positive.unwrap_or(defaults.ttl_positive),
-            ttl_negative: ttl_negative.unwrap_or(defaults.ttl_negative),
+            entries,
+            size_bytes,
+            ttl_positive: ttl_positive.unwrap_or(Duration::from_secs(3600)),
+            ttl_negative: ttl_negative.unwrap_or(Duration::from_secs(600)),
             auth_ttl,
             auth_negative_ttl,
             stale_if_error,
         }))
+    }
+
+    /// A size in bytes: an integer, or a string with a unit (`"1mb"`, `"512k"`, 1024-based);
+    /// `false`, `0` and `"disable"` are 0 (off).
+    fn byte_size(&mut self, key: &'static str) -> Result<Option<u64>> {
+        let max = MAX_CACHE_ENTRIES as u64 * CACHE_BYTES_PER_ENTRY;
+        let bytes = match self.take(key, None)? {
+            None => return Ok(None),
+            Some((_, Value::Boolean(false))) => Some(0),
+            Some((_, Value::Integer(i))) => u64::try_from(*i).ok(),
+            Some((_, Value::String(s))) if s.eq_ignore_ascii_case("disable") => Some(0),
+            Some((_, Value::String(s))) => parse_byte_size(s),
+            Some(_) => None,
+        };
+        match bytes {
+            Some(b) if b <= max => Ok(Some(b)),
+            _ => Err(self.error(
+                key,
+                format!("expected a size in bytes up to {max} (an integer, or \"1mb\", \"512kb\"), or false to turn the cache off"),
+            )),
+        }
     }
 
     /// Every key left over is unknown; each is named, with the nearest known key when one
@@ -1022,6 +1212,22 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_millis(ms))
 }
 
+/// `"1048576"`, `"1024k"`, `"1kb"`, `"1m"`, `"1mb"`, `"1g"`, `"1gb"` (any case, 1024-based).
+pub fn parse_byte_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let scale: u64 = match unit.trim() {
+        "" | "b" => 1,
+        "k" | "kb" => 1 << 10,
+        "m" | "mb" => 1 << 20,
+        "g" | "gb" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
 /// Lower case, one trailing dot removed: the form domains are compared in.
 pub fn normalize_domain(d: &str) -> String {
     d.strip_suffix('.').unwrap_or(d).to_lowercase()
@@ -1067,7 +1273,13 @@ mod tests {
         assert_eq!(s.wait_timeout, Duration::from_secs(30));
         assert!(!s.tls.implicit && !s.tls.dangerous_allow_invalid_certs);
         assert_eq!(s.tls.backend, TlsBackend::Rustls);
-        assert!(s.domains.is_empty() && s.cache.is_none());
+        assert!(s.domains.is_empty());
+        let cache = s.cache.as_ref().unwrap();
+        assert_eq!((cache.entries, cache.size_bytes), (4096, Some(1 << 20)));
+        assert_eq!(cache.auth_ttl, None);
+        assert!(!s.disabled && s.user.is_identity());
+        assert_eq!(s.create_timeout, Duration::from_secs(30));
+        assert_eq!(s.recycle_timeout, Duration::from_secs(5));
         assert_eq!(s.servers.len(), 1);
         assert_eq!(s.servers[0].to_string(), "imap.example.org:143");
         assert_eq!(
@@ -1081,16 +1293,338 @@ mod tests {
 
     #[test]
     fn both_key_generations_read_the_same() {
-        let old = "[directory.x]\ntype = \"smtp\"\nhost = \"mx\"\n[directory.x.tls]\nenable = true\nallow-invalid-certs = true\n[directory.x.cache]\nentries = 50\nttl = {positive = \"1h\", negative = \"10m\"}\n";
-        let new = "[directory.x]\ntype = \"smtp\"\naddress = \"mx\"\ntls.implicit = true\ntls.allow-invalid-certs = true\ncache.size = 50\ncache.ttl.positive = 3600\ncache.ttl.negative = \"10m\"\n";
+        // v0.4-v0.6: `address`, `tls.implicit`; v0.7 renamed them `host`, `tls.enable`.
+        let old = "[directory.x]\ntype = \"smtp\"\naddress = \"mx\"\ntls.implicit = true\ntls.allow-invalid-certs = true\ncache.entries = 50\ncache.ttl.positive = 3600\ncache.ttl.negative = \"10m\"\n";
+        let new = "[directory.x]\ntype = \"smtp\"\nhost = \"mx\"\n[directory.x.tls]\nenable = true\nallow-invalid-certs = true\n[directory.x.cache]\nentries = 50\nttl = {positive = \"1h\", negative = \"10m\"}\n";
         let a = cfg(old).unwrap();
         assert_eq!(a, cfg(new).unwrap());
         assert_eq!(a.servers[0].port, 465);
         let c = a.cache.unwrap();
         assert_eq!(
-            (c.size, c.ttl_positive, c.ttl_negative),
-            (50, Duration::from_secs(3600), Duration::from_secs(600))
+            (c.entries, c.size_bytes, c.ttl_positive, c.ttl_negative),
+            (
+                50,
+                None,
+                Duration::from_secs(3600),
+                Duration::from_secs(600)
+            )
         );
+    }
+
+    #[test]
+    fn cache_size_is_a_byte_budget() {
+        // (line, (entries, cache.size in bytes) or off)
+        type Expected = Option<(usize, Option<u64>)>;
+        let cases: &[(&str, Expected)] = &[
+            ("", Some((4096, Some(1 << 20)))),
+            ("cache.size = 2097152", Some((8192, Some(2 << 20)))),
+            ("cache.size = \"2mb\"", Some((8192, Some(2 << 20)))),
+            ("cache.size = \"512K\"", Some((2048, Some(512 << 10)))),
+            ("cache.size = 100", Some((1, Some(100)))),
+            ("cache.entries = 7", Some((7, None))),
+            ("cache.size = false", None),
+            ("cache.size = 0", None),
+            ("cache.size = \"disable\"", None),
+            ("cache.size = \"Disable\"", None),
+        ];
+        for (line, expected) in cases {
+            let s = cfg(&format!("{MINIMAL}{line}\n")).unwrap();
+            let got = s.cache.map(|c| (c.entries, c.size_bytes));
+            assert_eq!(got, *expected, "{line}");
+        }
+        let errors = [
+            (
+                "cache.size = true",
+                "directory.imap.cache.size: expected a size in bytes",
+            ),
+            (
+                "cache.size = -1",
+                "directory.imap.cache.size: expected a size in bytes",
+            ),
+            (
+                "cache.size = \"lots\"",
+                "directory.imap.cache.size: expected a size in bytes",
+            ),
+            (
+                "cache.size = 1024\ncache.entries = 4",
+                "directory.imap.cache.entries: set together with cache.size",
+            ),
+            (
+                "cache.size = false\ncache.auth-ttl = \"1m\"",
+                "directory.imap.cache.auth-ttl: set while cache.size turns the cache off",
+            ),
+        ];
+        for (line, expected) in errors {
+            let msg = config_error(&format!("{MINIMAL}{line}\n"));
+            assert!(msg.contains(expected), "{line}: {msg}");
+        }
+    }
+
+    #[test]
+    fn hello_name_is_chosen_as_stalwart_chose_it() {
+        let cases = [
+            (
+                Some("MX.example.org"),
+                Some("old.example.org"),
+                Some("vm.example.net"),
+                Some("mx.example.org"),
+            ),
+            (
+                None,
+                Some("Old.Example.org"),
+                Some("vm.example.net"),
+                Some("old.example.org"),
+            ),
+            (None, None, Some("vm.example.net"), Some("vm.example.net")),
+            (None, None, Some("vm"), None),
+            (None, None, Some("bad name.example"), None),
+            (None, None, None, None),
+            (Some("localhost"), None, None, Some("localhost")),
+        ];
+        for (server, lookup, machine, expected) in cases {
+            assert_eq!(
+                choose_hello_name(server, lookup, machine).as_deref(),
+                expected,
+                "{server:?} {lookup:?} {machine:?}"
+            );
+        }
+        let with = |root: &str| load_str(&format!("{root}\n{MINIMAL}"), None);
+        assert_eq!(
+            with("[server]\nhostname = \"mx.example.org\"")
+                .unwrap()
+                .hello_name
+                .as_deref(),
+            Some("mx.example.org")
+        );
+        assert_eq!(
+            with("[lookup.default]\nhostname = \"old.example.org\"")
+                .unwrap()
+                .hello_name
+                .as_deref(),
+            Some("old.example.org")
+        );
+        let e = with("[server]\nhostname = \"mx.example.org\\r\\nRSET\"").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("server.hostname: \"mx.example.org\\r\\nRSET\" is not a host name"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn stalwart_v015_file_opens_as_it_is() {
+        let text = r#"
+[server]
+hostname = "mx.example.org"
+max-connections = 8192
+
+[server.listener.smtp]
+bind = ["[::]:25"]
+protocol = "smtp"
+
+[server.listener.submissions]
+bind = ["[::]:465"]
+protocol = "smtp"
+tls.implicit = true
+
+[storage]
+data = "rocksdb"
+blob = "rocksdb"
+lookup = "rocksdb"
+directory = "imap"
+
+[store.rocksdb]
+type = "rocksdb"
+path = "/opt/stalwart/data"
+compression = "lz4"
+
+[directory.imap]
+type = "imap"
+disable = false
+host = "imap.example.org"
+port = 993
+timeout = "15s"
+
+[directory.imap.tls]
+enable = true
+allow-invalid-certs = false
+
+[directory.imap.pool]
+max-connections = 10
+
+[directory.imap.pool.timeout]
+create = "30s"
+wait = "30s"
+recycle = "30s"
+
+[directory.imap.cache]
+size = 1048576
+ttl = { positive = "1h", negative = "10m" }
+
+[directory.imap.lookup]
+domains = ["example.org"]
+
+[directory.lmtp]
+type = "lmtp"
+disable = true
+host = "127.0.0.1"
+port = 11200
+
+[session.auth]
+mechanisms = "[plain, login]"
+directory = "'imap'"
+
+[session.rcpt]
+directory = "'imap'"
+relay = false
+"#;
+        let s = load_str(text, Some("imap")).unwrap();
+        assert_eq!(s.servers[0].to_string(), "imap.example.org:993");
+        assert!(s.tls.implicit && !s.disabled);
+        assert_eq!(s.timeout, Duration::from_secs(15));
+        assert_eq!(s.create_timeout, Duration::from_secs(30));
+        assert_eq!(s.recycle_timeout, Duration::from_secs(30));
+        assert_eq!(s.cache.as_ref().map(|c| c.entries), Some(4096));
+        assert_eq!(s.hello_name.as_deref(), Some("mx.example.org"));
+        let lmtp = load_str(text, Some("lmtp")).unwrap();
+        assert!(lmtp.disabled);
+        let e = crate::Directory::open_str(text, Some("lmtp"))
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), crate::error::Kind::Config);
+        assert_eq!(
+            e.to_string(),
+            "directory.lmtp is disabled (disable = true): it is not opened"
+        );
+    }
+
+    #[test]
+    fn stalwart_v04_to_v06_file_opens_as_it_is() {
+        let text = r#"
+[server]
+hostname = "mx.example.org"
+
+[directory."lmtp"]
+type = "lmtp"
+address = "127.0.0.1"
+port = 11200
+timeout = "30s"
+
+[directory."lmtp".tls]
+implicit = false
+allow-invalid-certs = true
+
+[directory."lmtp".pool]
+max-connections = 10
+
+[directory."lmtp".pool.timeout]
+create = "30s"
+wait = "30s"
+recycle = "30s"
+
+[directory."lmtp".cache]
+entries = 500
+ttl = {positive = "1h", negative = "10m"}
+
+[directory."lmtp".lookup]
+domains = ["example.org"]
+"#;
+        let s = load_str(text, None).unwrap();
+        assert_eq!(
+            (s.protocol, s.servers[0].to_string()),
+            (Protocol::Lmtp, "127.0.0.1:11200".to_string())
+        );
+        assert!(!s.tls.implicit && s.tls.dangerous_allow_invalid_certs);
+        assert_eq!(
+            s.cache.map(|c| (c.entries, c.size_bytes)),
+            Some((500, None))
+        );
+    }
+
+    #[test]
+    fn stalwart_v07_to_v010_file_opens_as_it_is() {
+        let text = r#"
+[lookup.default]
+hostname = "mail.example.org"
+
+[directory."smtp"]
+type = "smtp"
+host = "mx.example.org"
+port = 587
+timeout = "1m"
+
+[directory."smtp".tls]
+enable = false
+allow-invalid-certs = false
+
+[directory."smtp".pool]
+max-connections = 5
+
+[directory."smtp".pool.timeout]
+create = "10s"
+wait = "30s"
+recycle = "2s"
+
+[directory."smtp".limits]
+auth-errors = 3
+rcpt = 5
+
+[directory."smtp".cache]
+entries = 1000
+ttl = {positive = "1h", negative = "10m"}
+
+[directory."smtp".lookup]
+domains = ["example.org", "example.net"]
+"#;
+        let s = load_str(text, None).unwrap();
+        assert_eq!(
+            (s.protocol, s.servers[0].to_string()),
+            (Protocol::Smtp, "mx.example.org:587".to_string())
+        );
+        assert_eq!(s.hello_name.as_deref(), Some("mail.example.org"));
+        assert_eq!(
+            (s.create_timeout, s.recycle_timeout),
+            (Duration::from_secs(10), Duration::from_secs(2))
+        );
+        assert_eq!((s.max_rcpts, s.max_auth_errors), (5, 3));
+        assert_eq!(s.cache.map(|c| c.entries), Some(1000));
+    }
+
+    #[test]
+    fn user_mapping_keys_are_read_and_checked() {
+        let s = cfg(&format!("{MINIMAL}lookup.domains = [\"example.org\"]\nuser = {{ lowercase = true, append-domain = \"Example.ORG.\", require-local-domain = true }}\n")).unwrap();
+        assert_eq!(
+            s.user,
+            crate::user_map::UserMapping {
+                lowercase: true,
+                strip_domain: false,
+                append_domain: Some("example.org".into()),
+                require_local_domain: true,
+            }
+        );
+        let errors = [
+            (
+                "user.strip-domain = true\nuser.append-domain = \"example.org\"",
+                "directory.imap.user.append-domain: set together with user.strip-domain",
+            ),
+            (
+                "user.require-local-domain = true",
+                "directory.imap.user.require-local-domain: needs lookup.domains",
+            ),
+            (
+                "user.append-domain = \"a b\"",
+                "directory.imap.user.append-domain: 'a b' is not a domain",
+            ),
+            (
+                "user.lowercase = \"yes\"",
+                "directory.imap.user.lowercase: expected true or false",
+            ),
+            ("user.lower-case = true", "did you mean 'user.lowercase'?"),
+        ];
+        for (line, expected) in errors {
+            let msg = config_error(&format!("{MINIMAL}{line}\n"));
+            assert!(msg.contains(expected), "{line}: {msg}");
+        }
     }
 
     #[test]
@@ -1202,7 +1736,7 @@ domains = ["example.org"]
     fn effective_configuration_lists_exactly_the_known_keys() {
         let root: toml::Table = toml::from_str(MINIMAL).unwrap();
         let table = &root["directory"]["imap"];
-        let (settings, reader) = read_directory("imap", table, "<string>", None);
+        let (settings, reader) = read_directory("imap", table, "<string>", None, &None);
         let mut shown: Vec<&str> = settings
             .unwrap()
             .effective()

@@ -228,6 +228,12 @@ impl Directory {
 
 impl Remote {
     fn with_settings(settings: Settings) -> Result<Self> {
+        if settings.disabled {
+            return Err(Error::config(format!(
+                "directory.{} is disabled (disable = true): it is not opened",
+                settings.name
+            )));
+        }
         let servers = Servers::new(&settings).map_err(|e| {
             Error::new(
                 e.kind(),
@@ -275,6 +281,16 @@ impl Remote {
         clear_notice();
         check_text("user", user, DIRECTORY_MAX_USER)?;
         check_secret(secret)?;
+        // From here on `user` is the name the server is asked about (`user.*`): the caches
+        // and the throttles key on it; messages of our own quote the caller's `given` name.
+        let given = user;
+        let settings = &self.inner.settings;
+        let mapped = settings
+            .user
+            .map(given, &settings.domains)
+            .map_err(|why| Error::new(Kind::Rejected, format!("'{given}': {why}")))?;
+        check_text("user", &mapped, DIRECTORY_MAX_USER)?;
+        let user = mapped.as_str();
         // `::ffff:203.0.113.5` from a dual-stack socket is the same client as `203.0.113.5`.
         let client_ip = client_ip.map(|ip| ip.to_canonical());
         let inner = &*self.inner;
@@ -288,7 +304,7 @@ impl Remote {
             return Err(Error::new(
                 Kind::Rejected,
                 format!(
-                    "the server refused this password for '{user}' within cache.auth-negative-ttl (cached)"
+                    "the server refused this password for '{given}' within cache.auth-negative-ttl (cached)"
                 ),
             ));
         }
@@ -497,7 +513,8 @@ fn keep_idle(inner: &Inner) {
                 break;
             };
             let deadline = Instant::now() + inner.settings.timeout;
-            match Session::open(&inner.settings, server.transport(), deadline, None) {
+            match crate::servers::open_session(&inner.settings, server.transport(), deadline, None)
+            {
                 Ok(session) => slot.release(Some(session)),
                 Err(_) => {
                     // The server is down or refusing: calls will report it; retry calmly.

@@ -6,7 +6,7 @@
 //! that opens again to the same settings (secrets aside). Masking is done here, from the key
 //! names and the values, so a new key is masked without anyone remembering to.
 
-use crate::config::{self, Settings, TlsBackend};
+use crate::config::{self, Settings, Target, TlsBackend};
 use crate::error::{Error, Result};
 use std::path::Path;
 use std::time::Duration;
@@ -24,8 +24,10 @@ impl Settings {
         let dur = |d: Duration| Some(Value::String(format_duration(d)));
         let text = |s: &str| Some(Value::String(s.to_string()));
         let cache = self.cache.as_ref();
+        let boolean = |b: bool| Some(Value::Boolean(b));
         vec![
             ("type", text(self.protocol.name())),
+            ("disable", boolean(self.disabled)),
             ("address", self.address_value()),
             ("port", int(self.servers[0].port.into())),
             ("tls.implicit", Some(Value::Boolean(self.tls.implicit))),
@@ -59,9 +61,23 @@ impl Settings {
             ("pool.max-connections", int(self.max_connections as u64)),
             ("pool.min-idle", int(self.min_idle as u64)),
             ("pool.timeout.wait", dur(self.wait_timeout)),
+            ("pool.timeout.create", dur(self.create_timeout)),
+            ("pool.timeout.recycle", dur(self.recycle_timeout)),
             ("failover.backoff", dur(self.failover.backoff)),
             ("failover.max-backoff", dur(self.failover.max_backoff)),
-            ("cache.size", cache.and_then(|c| int(c.size as u64))),
+            (
+                "cache.size",
+                match cache {
+                    None => boolean(false),
+                    Some(c) => c.size_bytes.and_then(int),
+                },
+            ),
+            (
+                "cache.entries",
+                cache
+                    .filter(|c| c.size_bytes.is_none())
+                    .and_then(|c| int(c.entries as u64)),
+            ),
             (
                 "cache.ttl.positive",
                 cache.and_then(|c| dur(c.ttl_positive)),
@@ -122,6 +138,16 @@ impl Settings {
                     .and_then(|st| st.secret_file.as_ref())
                     .and_then(|p| text(&p.display().to_string())),
             ),
+            ("user.lowercase", boolean(self.user.lowercase)),
+            (
+                "user.append-domain",
+                self.user.append_domain.as_deref().and_then(text),
+            ),
+            (
+                "user.require-local-domain",
+                boolean(self.user.require_local_domain),
+            ),
+            ("user.strip-domain", boolean(self.user.strip_domain)),
         ]
     }
 }
@@ -144,7 +170,7 @@ impl Settings {
 /// lists every invalid directory, one per line: nothing is shown from a file that will not open.
 pub fn show_file(path: &Path, name: Option<&str>) -> Result<String> {
     match name {
-        Some(name) => config::load_file(path, Some(name)).map(|s| render(&s)),
+        Some(name) => config::load_target_file(path, Some(name)).map(|t| render_target(&t)),
         None => {
             let all = config::load_all_file(path)?;
             let (shown, errors) = split(all);
@@ -179,22 +205,53 @@ pub fn check_file(path: &Path, report: &mut String) -> Result<()> {
     }
 }
 
-fn split(all: Vec<(String, Result<Settings>)>) -> (Vec<String>, Vec<String>) {
+fn split(all: Vec<(String, Result<Target>)>) -> (Vec<String>, Vec<String>) {
     let mut shown = Vec::new();
     let mut errors = Vec::new();
-    for (_, settings) in all {
-        match settings {
-            Ok(s) => shown.push(render(&s)),
+    for (_, target) in all {
+        match target {
+            Ok(t) => shown.push(render_target(&t)),
             Err(e) => errors.push(e.to_string()),
         }
     }
     (shown, errors)
 }
 
+/// A remote server's directory as [`render`] shows it; a `type = "daemon"` client's with
+/// its four keys.
+pub fn render_target(target: &Target) -> String {
+    match target {
+        Target::Remote(settings) => render(settings),
+        Target::Daemon(d) => {
+            let text = |s: &str| Value::String(s.to_string());
+            let keys = [
+                ("type", text("daemon")),
+                ("socket", text(&d.socket.display().to_string())),
+                ("directory", text(&d.directory)),
+                ("timeout", text(&format_duration(d.timeout))),
+            ];
+            let mut out = format!("[directory.{}]\n", toml_key(&d.name));
+            for (key, value) in keys {
+                out.push_str(&format!("{key} = {value}\n"));
+            }
+            out
+        }
+    }
+}
+
 /// `[directory.<name>]` and one `key = value` line per key; a key that is not set is a
 /// comment saying so. Secrets are masked (see [`mask`]).
 pub fn render(settings: &Settings) -> String {
     let mut out = format!("[directory.{}]\n", toml_key(&settings.name));
+    // Not a key of the directory: it comes from the file's [server] or [lookup] table.
+    match &settings.hello_name {
+        Some(name) => out.push_str(&format!(
+            "# EHLO/LHLO name (server.hostname, lookup.default.hostname or this host): {name}\n"
+        )),
+        None => out.push_str(
+            "# EHLO/LHLO name: the local address as a literal, e.g. [192.0.2.1] (no server.hostname; this host's name has no dot)\n",
+        ),
+    }
     for (key, value) in settings.effective() {
         match value {
             Some(value) => out.push_str(&format!("{key} = {}\n", mask(key, value))),
@@ -324,11 +381,31 @@ mod tests {
     }
 
     #[test]
+    fn daemon_clients_are_shown_and_checked_too() {
+        let text = "[directory.remote]\ntype = \"lmtp\"\naddress = \"h\"\n[directory.viad]\ntype = \"daemon\"\nsocket = \"/run/rd/socket\"\n";
+        let all = config::load_all_str(text).unwrap();
+        assert!(all.iter().all(|(_, t)| t.is_ok()), "{all:?}");
+        let shown = render_target(all[1].1.as_ref().unwrap());
+        assert_eq!(
+            shown,
+            "[directory.viad]\ntype = \"daemon\"\nsocket = \"/run/rd/socket\"\ndirectory = \"viad\"\ntimeout = \"".to_string()
+                + &format_duration(match all[1].1.as_ref().unwrap() {
+                    Target::Daemon(d) => d.timeout,
+                    Target::Remote(_) => unreachable!(),
+                })
+                + "\"\n"
+        );
+        let again = config::load_all_str(&shown).unwrap();
+        assert_eq!(format!("{:?}", again[0].1), format!("{:?}", all[1].1));
+    }
+
+    #[test]
     fn rendered_configuration_opens_to_the_same_settings() {
         let texts = [
             "[directory.imap]\ntype = \"imap\"\nhost = \"imap.example.org\"\n",
-            "[directory.\"my lmtp\"]\ntype = \"lmtp\"\naddress = \"::1\"\nport = 11200\ntimeout = \"1500ms\"\ntls.enable = true\ntls.ca-file = \"/etc/ca.pem\"\nlookup.domains = [\"Example.ORG.\"]\npool = { max-connections = 3, min-idle = 1 }\ncache.entries = 7\ncache.auth-ttl = \"1m\"\ncache.auth-negative-ttl = \"5m\"\nthrottle.user = \"10/10m\"\nthrottle.client = \"3/1500ms\"\nthrottle.delay = \"20ms\"\nforward.client-ip = true\n",
+            "[directory.\"my lmtp\"]\ntype = \"lmtp\"\naddress = \"::1\"\nport = 11200\ntimeout = \"1500ms\"\ntls.enable = true\ntls.ca-file = \"/etc/ca.pem\"\nlookup.domains = [\"Example.ORG.\"]\npool = { max-connections = 3, min-idle = 1, timeout.recycle = \"1s\" }\ncache.entries = 7\ncache.auth-ttl = \"1m\"\ncache.auth-negative-ttl = \"5m\"\nthrottle.user = \"10/10m\"\nthrottle.client = \"3/1500ms\"\nthrottle.delay = \"20ms\"\nforward.client-ip = true\nuser = { lowercase = true, append-domain = \"example.org\", require-local-domain = true }\n",
             "[directory.smtp]\ntype = \"smtp\"\naddress = [\"mx1\", \"[2001:db8::1]:2525\"]\nport = 587\nfailover.backoff = \"2s\"\ncache.stale-if-error = \"1d\"\n",
+            "[directory.x]\ntype = \"smtp\"\naddress = \"h\"\ndisable = true\ncache.size = false\nuser.strip-domain = true\n",
         ];
         for text in texts {
             let settings = load_str(text, None).unwrap();
@@ -336,11 +413,25 @@ mod tests {
             let again = load_str(&shown, None).unwrap_or_else(|e| panic!("{shown}\n{e}"));
             assert_eq!(again, settings, "{shown}");
         }
+        let hello = "[server]\nhostname = \"MX.example.org\"\n[directory.x]\ntype = \"smtp\"\naddress = \"h\"\n";
+        let shown = render(&load_str(hello, None).unwrap());
+        assert!(
+            shown.starts_with("[directory.x]\n# EHLO/LHLO name (server.hostname, lookup.default.hostname or this host): mx.example.org\n"),
+            "{shown}"
+        );
         let shown = render(&load_str(texts[0], None).unwrap());
         assert!(
-            shown.starts_with(
-                "[directory.imap]\ntype = \"imap\"\naddress = \"imap.example.org\"\nport = 143\n"
+            shown.starts_with("[directory.imap]\n# EHLO/LHLO name"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(
+                "\ntype = \"imap\"\ndisable = false\naddress = \"imap.example.org\"\nport = 143\n"
             ),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("\ncache.size = 1048576\n# cache.entries is not set\n"),
             "{shown}"
         );
         assert!(shown.contains("\n# tls.ca-file is not set\n"), "{shown}");

@@ -123,6 +123,12 @@ impl Error {
         self
     }
 
+    /// The same error with a note on which setting bounded it.
+    pub(crate) fn noted(mut self, note: &str) -> Self {
+        self.detail.push_str(&format!(" ({note})"));
+        self
+    }
+
     /// The same answer, marked as coming from the cache.
     pub(crate) fn cached(mut self) -> Self {
         self.detail.push_str(" (cached)");

@@ -562,6 +562,14 @@ impl ImapSession {
         Ok(status == Status::Ok)
     }
 
+    /// `NOOP`: is the connection still there and answering (`pool.timeout.recycle`)?
+    pub fn noop(&mut self) -> Result<()> {
+        match self.command(b"NOOP", "NOOP")? {
+            (Status::Ok, _) => Ok(()),
+            (_, text) => Err(Error::protocol(text).with_command("NOOP")),
+        }
+    }
+
     /// Ends the session politely without waiting for the answer.
     pub fn logout(mut self) {
         let tag = self.tag();

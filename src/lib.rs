@@ -22,6 +22,7 @@ pub mod stats;
 mod store;
 mod suggest;
 pub mod throttle;
+pub mod user_map;
 pub mod wire;
 
 #[allow(unsafe_code)]

@@ -45,7 +45,8 @@ pub struct Pool {
 /// the slot without [`Slot::release`] gives the room back (a panic cannot leak it).
 pub struct Slot<'a> {
     pool: &'a Pool,
-    session: Option<Session>,
+    /// An idle session with the time it went idle.
+    session: Option<(Instant, Session)>,
     /// An idle session that could not serve this caller, given up to make room: the caller
     /// closes it (outside the lock) and opens its own in its place.
     evicted: Option<Session>,
@@ -75,7 +76,12 @@ impl Pool {
         }
     }
 
-    fn slot(&self, session: Option<Session>, evicted: Option<Session>, suspect: bool) -> Slot<'_> {
+    fn slot(
+        &self,
+        session: Option<(Instant, Session)>,
+        evicted: Option<Session>,
+        suspect: bool,
+    ) -> Slot<'_> {
         Slot {
             pool: self,
             session,
@@ -142,11 +148,11 @@ impl Pool {
         // Most recent first: least likely to be stale.
         let found = state.idle.iter().rposition(|(_, s)| serves(s));
         let slot = if let Some(index) = found {
-            let (_, session) = state.idle.remove(index);
+            let idle = state.idle.remove(index);
             if state.idle.len() < self.min_idle {
                 self.demand.notify_one();
             }
-            self.slot(Some(session), None, suspect)
+            self.slot(Some(idle), None, suspect)
         } else if state.open < self.max {
             state.open += 1;
             self.slot(None, None, suspect)
@@ -232,8 +238,8 @@ impl Pool {
 }
 
 impl Slot<'_> {
-    /// The idle session this slot came with, if any (taken once).
-    pub fn take_idle(&mut self) -> Option<Session> {
+    /// The idle session this slot came with, if any (taken once), and since when it was idle.
+    pub fn take_idle(&mut self) -> Option<(Instant, Session)> {
         self.session.take()
     }
 

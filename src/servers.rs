@@ -366,26 +366,33 @@ impl Servers {
             other.set_deadline(Instant::now() + Duration::from_secs(1));
             other.close();
         }
-        let deadline = *deadline.get_or_insert_with(|| Instant::now() + settings.timeout);
-        if let Some(mut session) = slot.take_idle() {
-            session.set_deadline(deadline);
-            match op(session) {
-                (Err(e), None) if e.kind() == Kind::Network => {
-                    // Stale: its idle siblings probably went the same way.
-                    self.stats
-                        .record_connection(&server.shown, ConnectionEvent::Replaced);
-                    server.pool.drain_idle();
-                }
-                (result, back) => {
-                    self.stats
-                        .record_connection(&server.shown, ConnectionEvent::Reused);
-                    slot.release(back);
-                    return Attempt::Answer(self.judge(server, result));
+        let start = Instant::now();
+        let deadline = *deadline.get_or_insert_with(|| start + settings.timeout);
+        if let Some((idle_since, mut session)) = slot.take_idle() {
+            let recent = start.saturating_duration_since(idle_since) < RECYCLE_CHECK_AFTER;
+            if !recent && !recycle(server, settings, &mut session, deadline) {
+                self.stats
+                    .record_connection(&server.shown, ConnectionEvent::Replaced);
+            } else {
+                session.set_deadline(deadline);
+                match op(session) {
+                    (Err(e), None) if e.kind() == Kind::Network => {
+                        // Stale: its idle siblings probably went the same way.
+                        self.stats
+                            .record_connection(&server.shown, ConnectionEvent::Replaced);
+                        server.pool.drain_idle();
+                    }
+                    (result, back) => {
+                        self.stats
+                            .record_connection(&server.shown, ConnectionEvent::Reused);
+                        slot.release(back);
+                        return Attempt::Answer(self.judge(server, result));
+                    }
                 }
             }
         }
         let share = deadline.saturating_duration_since(Instant::now()) / left.max(1) as u32;
-        let opened = Session::open(
+        let opened = open_session(
             settings,
             &server.transport,
             Instant::now() + share,
@@ -438,6 +445,45 @@ impl Servers {
             .flat_map(|s| s.pool.drain_idle())
             .collect()
     }
+}
+
+/// A pooled session idle at least this long is checked (NOOP, within
+/// `pool.timeout.recycle`) before it serves a call: a firewall or NAT that forgot the
+/// connection drops packets silently, and the call would otherwise spend its whole `timeout`
+/// on it. One used more recently is reused at once (no round trip added under load); if the
+/// server closed it, the call notices and opens a new one as before.
+const RECYCLE_CHECK_AFTER: Duration = Duration::from_secs(5);
+
+/// Checks a session that was idle a while (NOOP) within `pool.timeout.recycle`. One that
+/// fails is dropped, and so are its idle siblings: a server restart or a firewall that
+/// forgot the connections took them all.
+fn recycle(server: &Server, settings: &Settings, session: &mut Session, deadline: Instant) -> bool {
+    session.set_deadline(deadline.min(Instant::now() + settings.recycle_timeout));
+    let fine = session.check().is_ok();
+    if !fine {
+        server.pool.drain_idle();
+    }
+    fine
+}
+
+/// A new connection, opened by `limit` and within `pool.timeout.create`.
+pub fn open_session(
+    settings: &Settings,
+    transport: &Transport,
+    limit: Instant,
+    client: Option<std::net::IpAddr>,
+) -> Result<Session> {
+    let create = Instant::now() + settings.create_timeout;
+    Session::open(settings, transport, limit.min(create), client).map_err(|e| {
+        if e.kind() == Kind::Timeout && create < limit {
+            e.noted(&format!(
+                "pool.timeout.create is {}",
+                crate::effective::format_duration(settings.create_timeout)
+            ))
+        } else {
+            e
+        }
+    })
 }
 
 #[cfg(test)]

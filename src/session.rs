@@ -81,6 +81,14 @@ impl Session {
         }
     }
 
+    /// Checks that an idle connection still answers (NOOP) before it serves a call.
+    pub fn check(&mut self) -> Result<()> {
+        match &mut self.link {
+            Link::Imap(s) => s.noop(),
+            Link::Smtp(s) => s.noop(),
+        }
+    }
+
     pub fn set_deadline(&mut self, deadline: Instant) {
         self.connection().set_deadline(deadline);
     }

@@ -203,9 +203,10 @@ impl SmtpSession {
         client: Option<IpAddr>,
     ) -> Result<Self> {
         let conn = Connection::open(settings, tls, deadline)?;
-        let helo_name = match conn.local_ip() {
-            std::net::IpAddr::V4(ip) => format!("[{ip}]"),
-            std::net::IpAddr::V6(ip) => format!("[IPv6:{ip}]"),
+        let helo_name = match (&settings.hello_name, conn.local_ip()) {
+            (Some(name), _) => name.clone(),
+            (None, std::net::IpAddr::V4(ip)) => format!("[{ip}]"),
+            (None, std::net::IpAddr::V6(ip)) => format!("[IPv6:{ip}]"),
         };
         let mut session = SmtpSession {
             conn,
@@ -433,6 +434,16 @@ impl SmtpSession {
     }
 
     /// Ends the session politely without waiting for the answer.
+    /// `NOOP`: is the connection still there and answering (`pool.timeout.recycle`)?
+    pub fn noop(&mut self) -> Result<()> {
+        let reply = self.command(b"NOOP\r\n", "NOOP")?;
+        if reply.is_positive() {
+            Ok(())
+        } else {
+            Err(Error::protocol(reply.to_string()).with_command("NOOP"))
+        }
+    }
+
     pub fn quit(mut self) {
         let _ = self.conn.send(b"QUIT\r\n");
     }

@@ -25,7 +25,7 @@ fn cached_recipients_are_answered_without_the_server() {
         "lmtp",
         &peer,
         &[
-            "cache.size = 100",
+            "cache.entries = 100",
             "cache.ttl.positive = \"1h\"",
             "cache.ttl.negative = \"1h\"",
         ],
@@ -50,7 +50,7 @@ fn temporary_answers_are_never_cached() {
     let mut server = SmtpServer::lmtp(&["PIPELINING"]);
     server.rcpt_replies = vec![("busy@example.org".into(), "451 4.3.0 try later".into())];
     let peer = server.start();
-    let dir = open("lmtp", &peer, &["cache.size = 100"]);
+    let dir = open("lmtp", &peer, &["cache.entries = 100"]);
     for _ in 0..3 {
         assert_eq!(
             dir.rcpt("busy@example.org").unwrap_err().kind(),
@@ -67,7 +67,7 @@ fn negative_answers_expire_after_their_ttl() {
     let dir = open(
         "lmtp",
         &peer,
-        &["cache.size = 100", "cache.ttl.negative = \"200ms\""],
+        &["cache.entries = 100", "cache.ttl.negative = \"200ms\""],
     );
     assert_eq!(
         dir.rcpt("nobody@example.org").unwrap_err().kind(),
@@ -89,7 +89,7 @@ fn negative_answers_expire_after_their_ttl() {
 #[test]
 fn logins_are_not_cached_without_auth_ttl() {
     let peer = ImapServer::new("IMAP4rev1 AUTH=PLAIN SASL-IR").start();
-    let dir = open("imap", &peer, &["cache.size = 100"]);
+    let dir = open("imap", &peer, &["cache.entries = 100"]);
     dir.auth(ALICE, ALICE_PASS).unwrap();
     dir.auth(ALICE, ALICE_PASS).unwrap();
     drop(dir);

@@ -110,7 +110,7 @@ fn pool_wait_timeout_gives_pool_timeout_to_the_second_caller_after_200ms() {
         assert_eq!(
             commands,
             [
-                "EHLO [127.0.0.1]",
+                "EHLO client.test",
                 "MAIL FROM:<>",
                 "RCPT TO:<alice@example.org>"
             ]

@@ -88,6 +88,10 @@ fn open_directories(path: &Path, origin: &str, root: &toml::Table) -> Result<Dir
                  the daemon's own file names the remote servers"
             )));
         }
+        if table.get("disable").and_then(toml::Value::as_bool) == Some(true) {
+            // Stalwart's `disable = true`: kept in the file, not served.
+            continue;
+        }
         by_name.insert(name.clone(), Arc::new(Directory::open(path, Some(name))?));
     }
     Ok(Directories { by_name })
@@ -255,6 +259,22 @@ mod tests {
             _ => &empty,
         };
         daemon_config("f.toml", t)
+    }
+
+    #[test]
+    fn a_disabled_directory_is_not_served() {
+        let dir = std::env::temp_dir().join(format!("rd-daemon-disable-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "[directory.on]\ntype = \"lmtp\"\naddress = \"127.0.0.1\"\n\
+             [directory.off]\ntype = \"lmtp\"\naddress = \"127.0.0.1\"\ndisable = true\n",
+        )
+        .unwrap();
+        let (directories, _) = load(&path).unwrap();
+        assert_eq!(directories.names().collect::<Vec<_>>(), ["on"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

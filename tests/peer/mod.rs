@@ -808,11 +808,15 @@ pub fn ca_file_line() -> String {
 // ---------------------------------------------------------------------------------------
 // Client side helpers
 
+/// The EHLO/LHLO name every directory of [`config`] gives (`server.hostname`): without it
+/// the name would be this machine's, which differs from one test machine to the next.
+pub const HELLO_NAME: &str = "client.test";
+
 /// Configuration text of directory `test` of `kind` pointing at `peer`, with `extra` lines
 /// (dotted keys). `timeout = "5s"` unless `extra` sets one.
 pub fn config(kind: &str, peer: &Peer, extra: &[&str]) -> String {
     let mut text = format!(
-        "[directory.test]\ntype = \"{kind}\"\naddress = \"127.0.0.1\"\nport = {}\n",
+        "[server]\nhostname = \"{HELLO_NAME}\"\n[directory.test]\ntype = \"{kind}\"\naddress = \"127.0.0.1\"\nport = {}\n",
         peer.port()
     );
     if !extra.iter().any(|l| l.trim_start().starts_with("timeout")) {
