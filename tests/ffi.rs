@@ -389,14 +389,14 @@ fn show_config_renders_defaults_and_masks_nothing_it_should_not() {
         OK
     );
     let all = take_string(out);
+    assert!(all.starts_with("[directory.a]\n# EHLO/LHLO name"), "{all}");
     assert!(
-        all.starts_with("[directory.a]\ntype = \"lmtp\"\naddress = \"127.0.0.1\"\nport = 24\n"),
+        all.contains("\ntype = \"lmtp\"\ndisable = false\naddress = \"127.0.0.1\"\nport = 24\n"),
         "{all}"
     );
+    assert!(all.contains("\n[directory.b]\n"), "{all}");
     assert!(
-        all.contains(
-            "\n[directory.b]\ntype = \"imap\"\naddress = \"h\"\nport = 993\ntls.implicit = true\n"
-        ),
+        all.contains("\ntype = \"imap\"\ndisable = false\naddress = \"h\"\nport = 993\ntls.implicit = true\n"),
         "{all}"
     );
     let name = c("b");

@@ -113,12 +113,14 @@ const WRONG: &str = "not-alice-pass";
 /// Below Postfix's smtpd_recipient_limit (1000 per transaction).
 const WARM_RCPTS: u32 = 1000;
 
-/// A library configuration for the test servers.
+/// A library configuration for the test servers. The result cache (on by default) stays
+/// off unless `extra` configures it: the other scenarios ask the same address again and again.
 fn lib_config(env: &Env, kind: &str, port: u16, implicit: bool, extra: &str) -> String {
+    let cache = if extra.contains("cache.") { "" } else { "cache.size = false\n" };
     format!(
         "[directory.bench]\ntype = \"{kind}\"\naddress = \"127.0.0.1\"\nport = {port}\n\
          timeout = \"10s\"\ntls.implicit = {implicit}\ntls.ca-file = \"{}\"\n\
-         pool.timeout.wait = \"30s\"\n{extra}",
+         pool.timeout.wait = \"30s\"\n{cache}{extra}",
         env.ca
     )
 }
@@ -317,12 +319,12 @@ fn child(id: &str, threads: usize, secs: f64, env: &Env) -> String {
         }
         "lib.rcpt.cached" => {
             let dir = open(&lmtp(&format!(
-                "{warm}cache.size = 10000\ncache.ttl.positive = \"1h\"\ncache.ttl.negative = \"1h\"\n"
+                "{warm}cache.entries = 10000\ncache.ttl.positive = \"1h\"\ncache.ttl.negative = \"1h\"\n"
             )));
             stats::run(threads, d, u64::MAX, |_| drop(dir.rcpt(ADDRESS)), |_| want_ok(dir.rcpt(ADDRESS)))
         }
         "lib.rcpt.cached.capi" => capi_cached(&lmtp(&format!(
-            "{warm}cache.size = 10000\ncache.ttl.positive = \"1h\"\ncache.ttl.negative = \"1h\"\n"
+            "{warm}cache.entries = 10000\ncache.ttl.positive = \"1h\"\ncache.ttl.negative = \"1h\"\n"
         )), threads, d),
         "floor.lmtp.plain" | "floor.lmtp.tls" | "floor.smtp.plain" | "floor.smtp.tls" => {
             let is_lmtp = id.contains("lmtp");
@@ -375,7 +377,7 @@ fn child(id: &str, threads: usize, secs: f64, env: &Env) -> String {
             stats::run(threads, d, u64::MAX, |_| (), |_| want_ok(dir.auth(USER, PASS)))
         }
         "lib.auth.cached" => {
-            let extra = format!("{pool}cache.size = 1000\ncache.auth-ttl = \"1h\"\n");
+            let extra = format!("{pool}cache.entries = 1000\ncache.auth-ttl = \"1h\"\n");
             let dir = open(&lib_config(env, "imap", env.imap, false, &extra));
             stats::run(threads, d, u64::MAX, |_| drop(dir.auth(USER, PASS)), |_| want_ok(dir.auth(USER, PASS)))
         }
@@ -425,7 +427,7 @@ fn child(id: &str, threads: usize, secs: f64, env: &Env) -> String {
             } else {
                 let config = format!(
                     "[directory.peer]\ntype = \"lmtp\"\naddress = \"127.0.0.1\"\nport = {port}\n\
-                     timeout = \"10s\"\nlimits.rcpt = 1000000\npool.max-connections = 16\n"
+                     timeout = \"10s\"\nlimits.rcpt = 1000000\ncache.size = false\npool.max-connections = 16\n"
                 );
                 let dir = open(&config);
                 stats::run(threads, d, u64::MAX, |_| drop(dir.rcpt(ADDRESS)), |_| want_ok(dir.rcpt(ADDRESS)))
@@ -439,7 +441,7 @@ fn child(id: &str, threads: usize, secs: f64, env: &Env) -> String {
                     let port = peer::start(Duration::ZERO);
                     let config = format!(
                         "[directory.peer]\ntype = \"lmtp\"\naddress = \"127.0.0.1\"\nport = {port}\n\
-                         timeout = \"10s\"\nlimits.rcpt = 1000000\n{pool}"
+                         timeout = \"10s\"\nlimits.rcpt = 1000000\ncache.size = false\n{pool}"
                     );
                     (true, port, config)
                 }
