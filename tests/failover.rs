@@ -7,17 +7,19 @@
 //! server that is down) and started again on the same port. The answers are Dovecot's and
 //! Postfix's; the relays only tell the test which server of the list was asked. A server
 //! that is black-holed is a scripted peer that accepts and never speaks, or a port whose
-//! listen queue is full, so that the kernel drops every SYN (nothing answers at all).
+//! listen queue is full, so that the kernel drops every SYN (nothing answers at all;
+//! `common/syn_drop.rs`).
 
 mod common;
 mod peer;
 
 use common::relay::Relay;
+use common::syn_drop::SynDrop;
 use common::{servers, ALICE, NOBODY};
 use peer::{CDirectory, Peer};
 use remote_directory::ffi::directory_result;
 use remote_directory::{stats, Directory, Kind};
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 /// Configuration of directory `test` of `kind` with `address` listing `entries`; TLS by
@@ -45,45 +47,6 @@ fn refused_port() -> String {
     let port = listener.local_addr().unwrap().port();
     drop(listener);
     format!("127.0.0.1:{port}")
-}
-
-/// A port that drops every SYN: a listener with a backlog of 0 whose queue the test fills
-/// and never accepts from. Linux drops a SYN when the accept queue is full, so the client's
-/// connect hears nothing at all, as from a host behind a firewall that drops packets.
-struct SynDrop {
-    _listener: socket2::Socket,
-    _queued: Vec<socket2::Socket>,
-    port: u16,
-}
-
-impl SynDrop {
-    fn start() -> SynDrop {
-        use socket2::{Domain, Socket, Type};
-        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        listener.bind(&any.into()).unwrap();
-        listener.listen(0).unwrap();
-        let addr = listener.local_addr().unwrap().as_socket().unwrap();
-        // Fill the accept queue: connect until a connect no longer completes at once.
-        let mut queued = Vec::new();
-        loop {
-            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-            match s.connect_timeout(&addr.into(), Duration::from_millis(300)) {
-                Ok(()) => queued.push(s),
-                Err(_) => break,
-            }
-            assert!(queued.len() < 64, "the accept queue does not fill");
-        }
-        SynDrop {
-            _listener: listener,
-            _queued: queued,
-            port: addr.port(),
-        }
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
 }
 
 /// Runs `call`, asserting it ends within `bound`; returns its result.
@@ -193,7 +156,7 @@ fn every_server_down_is_temporary_naming_each_server() {
 fn first_server_black_holed_second_answers_within_the_timeout() {
     let imap = servers().port("RD_IMAP_PORT");
     let silent = Peer::start(|conn| conn.stall(Duration::from_secs(30)));
-    let syn_drop = SynDrop::start();
+    let syn_drop = SynDrop::on("127.0.0.1:0".parse().unwrap());
     let cases = [
         (
             "accepts and never speaks",

@@ -14,6 +14,10 @@
 
 #[path = "../../tests/common/relay.rs"]
 mod relay;
+// `address()` is for the tests: this file places it on a port of its own.
+#[allow(dead_code)]
+#[path = "../../tests/common/syn_drop.rs"]
+mod syn_drop;
 
 use crate::{lib_config, load_env, open, Env, PASS, USER};
 use relay::Relay;
@@ -107,8 +111,7 @@ enum Death {
 enum Corpse {
     Nothing,
     Silent(Arc<AtomicBool>, std::thread::JoinHandle<()>),
-    /// The listener with its full accept queue, and the connections that fill it.
-    Queue(socket2::Socket, Vec<socket2::Socket>),
+    Queue(syn_drop::SynDrop),
 }
 
 impl Corpse {
@@ -120,10 +123,7 @@ impl Corpse {
                 stop.store(true, Ordering::SeqCst);
                 thread.join().unwrap();
             }
-            Corpse::Queue(listener, queued) => {
-                drop(queued);
-                drop(listener);
-            }
+            Corpse::Queue(port) => drop(port),
         }
     }
 }
@@ -149,22 +149,7 @@ fn bury(port: u16, death: &Death) -> Corpse {
             });
             Corpse::Silent(stop, thread)
         }
-        Death::SynDrop => {
-            use socket2::{Domain, Socket, Type};
-            let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-            listener.set_reuse_address(true).unwrap();
-            listener.bind(&addr.into()).unwrap();
-            listener.listen(0).unwrap();
-            let mut queued = Vec::new();
-            loop {
-                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-                match s.connect_timeout(&addr.into(), Duration::from_millis(300)) {
-                    Ok(()) => queued.push(s),
-                    Err(_) => break,
-                }
-            }
-            Corpse::Queue(listener, queued)
-        }
+        Death::SynDrop => Corpse::Queue(syn_drop::SynDrop::on(addr)),
     }
 }
 

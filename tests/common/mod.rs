@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 pub mod relay;
+pub mod syn_drop;
 
 use std::collections::HashMap;
 use std::net::TcpStream;
