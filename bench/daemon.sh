@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # remote-directoryd's benchmark (issue 9; not a test): builds the daemon, directory-check and
-# bench/ (rdbench-daemon), starts the real Dovecot and Postfix on loopback ports 62000+ (a
+# bench/ (rdbench-daemon), starts the real Dovecot and Postfix on loopback ports 61500+ (a
 # base of its own, so it can run beside bench/run.sh), and prints the tables that go into
 # BENCHMARKS.md, section "remote-directoryd".
 #
@@ -11,8 +11,10 @@
 set -euo pipefail
 
 ROOT=$(cd -- "$(dirname -- "$0")/.." && pwd -P)
-BASE=${RD_PORT_BASE:-62000}
+BASE=${RD_PORT_BASE:-61500}
 DIR=$(mktemp -d /tmp/rd-bench-daemon.XXXXXX)
+# The servers run as other users (nobody, postfix): they must reach it.
+chmod 755 "$DIR"
 cd "$ROOT"
 make --no-print-directory -s programs >/dev/null
 cargo build --quiet --release --manifest-path bench/Cargo.toml --target-dir target/bench
