@@ -503,20 +503,72 @@ fn read_until_closed(stream: &mut impl Read, limit: Duration) -> Option<Vec<u8>>
 
 /// A Dovecot-protocol login on a fresh connection: the reply line to the AUTH.
 fn dovecot_login(socket: &Path, user: &str, secret: &str) -> String {
+    dovecot_auth(socket, 2, "imap", user, secret).expect("closed before the answer")
+}
+
+/// A Dovecot-protocol client announcing protocol 1.`minor`: the reply line to its AUTH, or
+/// `None` when the daemon closed the connection without one.
+fn dovecot_auth(
+    socket: &Path,
+    minor: u32,
+    service: &str,
+    user: &str,
+    secret: &str,
+) -> Option<String> {
     let mut s = UnixStream::connect(socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let resp = STANDARD.encode(format!("\0{user}\0{secret}"));
     s.write_all(
-        format!("VERSION\t1\t2\nCPID\t1\nAUTH\t1\tPLAIN\tservice=imap\tresp={resp}\n").as_bytes(),
+        format!("VERSION\t1\t{minor}\nCPID\t1\nAUTH\t1\tPLAIN\tservice={service}\tresp={resp}\n")
+            .as_bytes(),
     )
     .unwrap();
     let mut r = BufReader::new(s);
     loop {
         let line = read_line(&mut r);
-        assert!(!line.is_empty(), "closed before the answer");
-        if line.starts_with("OK\t") || line.starts_with("FAIL\t") {
-            return line.trim_end().to_string();
+        if line.is_empty() {
+            return None;
         }
+        if line.starts_with("OK\t") || line.starts_with("FAIL\t") {
+            return Some(line.trim_end().to_string());
+        }
+    }
+}
+
+/// How a temporary failure is said depends on the client's protocol version: 1.1 and later
+/// have `code=temp_fail`; 1.0 clients (Postfix, Exim) read any FAIL as a wrong password, so
+/// they get no answer at all (tested with Postfix above: 454).
+#[test]
+fn dovecot_temporary_failures_by_protocol_version() {
+    let daemon = Daemon::start(
+        "dovecot-versions",
+        &config(&section("dovecot-auth", "socket = \"@DIR@/dovecot-auth\"")),
+    );
+    let socket = daemon.path("dovecot-auth");
+    let cases: &[(u32, &str, &str, Option<&str>)] = &[
+        (
+            2,
+            "down",
+            ALICE.1,
+            Some("FAIL\t1\tuser=alice@example.org\tcode=temp_fail\ttemp"),
+        ),
+        (
+            1,
+            "down",
+            ALICE.1,
+            Some("FAIL\t1\tuser=alice@example.org\tcode=temp_fail\ttemp"),
+        ),
+        (0, "down", ALICE.1, None),
+        (0, "smtp", "wrong", Some("FAIL\t1\tuser=alice@example.org")),
+        (0, "smtp", ALICE.1, Some("OK\t1\tuser=alice@example.org")),
+    ];
+    for &(minor, service, secret, expected) in cases {
+        let got = dovecot_auth(&socket, minor, service, ALICE.0, secret);
+        assert_eq!(
+            got.as_deref(),
+            expected,
+            "protocol 1.{minor}, service {service}"
+        );
     }
 }
 
