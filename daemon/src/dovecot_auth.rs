@@ -29,7 +29,8 @@ use zeroize::Zeroizing;
 
 /// Longest line, LF included: Dovecot's `AUTH_CLIENT_MAX_LINE_LENGTH`.
 pub const MAX_LINE: usize = 16384;
-/// Requests of one connection waiting for a `CONT` (Postfix and Exim have one at a time).
+/// Requests of one connection waiting for a `CONT` (Postfix and Exim have one at a time);
+/// beyond, the oldest is forgotten.
 const MAX_PENDING: usize = 16;
 /// The protocol version this server speaks (Dovecot 2.3's).
 const VERSION: (u32, u32) = (1, 2);
@@ -460,7 +461,9 @@ impl Conversation {
             }
         };
         if self.pending.len() >= MAX_PENDING {
-            return Err(format!("more than {MAX_PENDING} unfinished requests"));
+            // A client abandons a conversation without telling (Postfix, when the SMTP
+            // client answers "*"): the oldest gives way, the connection goes on.
+            self.pending.pop_first();
         }
         self.pending.insert(id, pending);
         Ok(Answer::Send(cont(id, challenge)))

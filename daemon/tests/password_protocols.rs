@@ -535,6 +535,41 @@ fn dovecot_auth(
     }
 }
 
+/// Conversations a client abandons (Postfix, when the SMTP client cancels AUTH LOGIN with
+/// "*", does not tell the auth server) never break the connection: the oldest are forgotten.
+#[test]
+fn dovecot_abandoned_conversations_do_not_break_the_connection() {
+    let daemon = Daemon::start(
+        "dovecot-abandoned",
+        &config(&section("dovecot-auth", "socket = \"@DIR@/dovecot-auth\"")),
+    );
+    let mut s = UnixStream::connect(daemon.path("dovecot-auth")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut requests = String::from("VERSION\t1\t0\nCPID\t1\n");
+    for id in 1..=40 {
+        requests.push_str(&format!("AUTH\t{id}\tLOGIN\tservice=smtp\n"));
+    }
+    let resp = STANDARD.encode(format!("\0{}\0{}", ALICE.0, ALICE.1));
+    requests.push_str(&format!("AUTH\t41\tPLAIN\tservice=smtp\tresp={resp}\n"));
+    s.write_all(requests.as_bytes()).unwrap();
+    let mut r = BufReader::new(s);
+    let mut conts = 0;
+    loop {
+        let line = read_line(&mut r);
+        assert!(
+            !line.is_empty(),
+            "the daemon closed the connection after {conts} CONTs"
+        );
+        if line.starts_with("CONT\t") {
+            conts += 1;
+        } else if line.starts_with("OK\t") || line.starts_with("FAIL\t") {
+            assert_eq!(line.trim_end(), "OK\t41\tuser=alice@example.org");
+            break;
+        }
+    }
+    assert_eq!(conts, 40);
+}
+
 /// How a temporary failure is said depends on the client's protocol version: 1.1 and later
 /// have `code=temp_fail`; 1.0 clients (Postfix, Exim) read any FAIL as a wrong password, so
 /// they get no answer at all (tested with Postfix above: 454).
