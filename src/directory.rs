@@ -317,7 +317,12 @@ impl Remote {
                     Err(e) => {
                         // A guessing loop waits here (throttle.delay) instead of spinning.
                         std::thread::sleep(inner.settings.guard.throttle_delay);
-                        return Err(e);
+                        // The budget is the mapped name's; the caller knows its own.
+                        return Err(if given == user {
+                            e
+                        } else {
+                            e.noted(&format!("login name '{given}' sent as '{user}'"))
+                        });
                     }
                 }
             }

@@ -195,3 +195,51 @@ fn a_foreign_domain_is_refused_without_connecting() {
     drop(dir);
     assert_eq!(peer.connections(), 0, "nothing was sent");
 }
+
+#[test]
+fn caches_and_throttles_key_on_the_mapped_name() {
+    let peer = ImapServer::new("IMAP4rev1 AUTH=PLAIN SASL-IR").start();
+    let dir = open(
+        "imap",
+        &peer,
+        &[
+            "user.lowercase = true",
+            "cache.auth-negative-ttl = \"1m\"",
+            "throttle.user = \"2/1m\"",
+            "throttle.delay = \"1ms\"",
+        ],
+    );
+    let e = dir.auth("ALICE@EXAMPLE.ORG", "wrong-1").unwrap_err();
+    assert_eq!(e.kind(), Kind::Rejected, "{e}");
+    // The same refused password under another spelling of the same name: the cache answers,
+    // quoting the name this caller gave.
+    let e = dir.auth("Alice@Example.org", "wrong-1").unwrap_err();
+    assert_eq!(e.kind(), Kind::Rejected, "{e}");
+    assert!(
+        e.to_string()
+            .contains("for 'Alice@Example.org' within cache.auth-negative-ttl (cached)"),
+        "{e}"
+    );
+    let e = dir.auth("alice@example.org", "wrong-2").unwrap_err();
+    assert_eq!(e.kind(), Kind::Rejected, "{e}");
+    // Two refusals of alice@example.org, however spelled: the budget is spent.
+    let e = dir.auth("ALICE@example.ORG", "wrong-3").unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.starts_with("throttled: user 'alice@example.org'"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("(login name 'ALICE@example.ORG' sent as 'alice@example.org')"),
+        "{text}"
+    );
+    drop(dir);
+    peer.wait_all_ended();
+    let logins: usize = peer
+        .all_commands()
+        .iter()
+        .flatten()
+        .filter(|c| c.contains("AUTHENTICATE PLAIN"))
+        .count();
+    assert_eq!(logins, 2, "only the two first refusals reached the server");
+}
