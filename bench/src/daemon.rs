@@ -235,7 +235,8 @@ fn main() {
             "RD_IMAP_PORT",
             &format!("cache.auth-ttl = \"10m\"\n{pool}")
         ),
-        directory(&env, "lmtp", "lmtp", "RD_LMTP_PORT", "limits.rcpt = 100000")
+        // A warm probe, not a cache hit: the cache is on by default.
+        directory(&env, "lmtp", "lmtp", "RD_LMTP_PORT", "limits.rcpt = 100000\ncache.size = false")
     );
     let socket = work.join("socket");
     let daemon_config = work.join("daemon.toml");

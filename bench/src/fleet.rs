@@ -243,7 +243,7 @@ fn fleet(redis: &RedisServer) -> String {
         };
         let config = format!(
             "[directory.bench]\ntype = \"lmtp\"\naddress = \"127.0.0.1:{port}\"\n\
-             limits.rcpt = 1000\ncache.size = 10000\n{extra}"
+             limits.rcpt = 1000\ncache.entries = 10000\n{extra}"
         );
         let handles: Vec<Arc<Directory>> = (0..HANDLES).map(|_| Arc::new(open(&config))).collect();
         let start = Instant::now();
@@ -286,7 +286,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// Medians, one thread, interleaved per round: an in-process hit, a store hit, a probe.
 fn cost(env: &Env, redis: &RedisServer) -> String {
     let store = format!(
-        "store.url = \"{}\"\nstore.prefix = \"bench-cost:\"\nlimits.rcpt = 1000\ncache.size = 10000\n",
+        "store.url = \"{}\"\nstore.prefix = \"bench-cost:\"\nlimits.rcpt = 1000\ncache.entries = 10000\n",
         redis.url()
     );
     let learner = open(&lib_config(env, "lmtp", env.lmtp, false, &store));

@@ -227,7 +227,7 @@ fn specs() -> Vec<Spec> {
         s("lib.rcpt.cold.smtp", S_LIB, "cold (limits.rcpt = 1), Postfix", T),
         s("lib.rcpt.handle.lmtp", S_LIB, "cold, a new handle per call, LMTP", T),
         s("lib.rcpt.handle.smtp", S_LIB, "cold, a new handle per call, Postfix", T),
-        s("lib.rcpt.cached", S_LIB, "cached (cache.size set, same address), Rust API", T),
+        s("lib.rcpt.cached", S_LIB, "cached (cache.entries set, same address), Rust API", T),
         s("lib.rcpt.cached.capi", S_LIB, "cached, through the C API (directory_rcpt)", T),
         s("floor.lmtp.plain", S_FLOOR, "Dovecot LMTP, no TLS", T),
         s("floor.lmtp.tls", S_FLOOR, "Dovecot LMTP, STARTTLS", T),
