@@ -10,8 +10,9 @@
 #    a check that cannot fail proves nothing.
 # 2. `make install-man` puts each page under $(MANDIR)/manSECTION (a temporary DESTDIR).
 # 3. The pages keep up with what they document: every key of the README's configuration tables
-#    is in remote-directory.toml(5); every option the programs' --help lists, every PAM module
-#    option and every environment variable a C program reads is in that program's page.
+#    is in remote-directory.toml(5); every option the programs' --help lists (the C programs'
+#    and remote-directoryd's), every PAM module option and every environment variable a C
+#    program reads is in that program's page.
 # Fails (never skips) when scdoc or man are missing.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -90,21 +91,14 @@ for key in $keys; do
     documented man/remote-directory.toml.5.scd "$key*" ||
         fail "README key '$key' is not in man/remote-directory.toml.5.scd"
 done
-# The daemon's options, as its --help lists them.
-cargo build --release -q -p remote-directoryd
-opts=$(target/release/remote-directoryd --help 2>&1 | grep -oE '(^|[ [,])--?[a-zA-Z][a-zA-Z-]*' |
-    tr -d ' [,' | sort -u)
-[ -n "$opts" ] || fail "remote-directoryd --help lists no options"
-for opt in $opts; do
-    documented man/remote-directoryd.8.scd "$opt*" || fail "option $opt of remote-directoryd is not in its page"
-done
-
-# Options of the programs, as their --help lists them.
+# Options of the programs, as their --help lists them. `make programs` runs cargo build
+# --release, which builds remote-directoryd too (a default member of the workspace).
 make --no-print-directory -s programs >/dev/null
-for prog in directory-check policy-remote-directory; do
-    opts=$("c-examples/build/$prog" --help 2>&1 | grep -oE '(^|[ [])--?[a-zA-Z][a-zA-Z-]*' |
-        tr -d ' [' | sort -u)
-    [ -n "$opts" ] || fail "$prog --help lists no options"
+for bin in c-examples/build/directory-check c-examples/build/policy-remote-directory \
+        "${CARGO_TARGET_DIR:-target}/release/remote-directoryd"; do
+    prog=${bin##*/}
+    opts=$("$bin" --help 2>&1 | grep -oE '(^|[ [,])--?[a-zA-Z][a-zA-Z-]*' | tr -d ' [,' | sort -u || true)
+    [ -n "$opts" ] || fail "$bin --help lists no options"
     for opt in $opts; do
         documented "man/$prog".*.scd "$opt*" || fail "option $opt of $prog is not in its page"
     done
