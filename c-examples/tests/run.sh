@@ -759,10 +759,32 @@ if start_daemon; then
         "$(sed -n 3p "$T/out/ps-daemon.out")" == action=DUNNO ]]; then
         ok "policy program through the daemon: unknown -> 550, known -> DUNNO"
     else fail "policy program through the daemon" "rc=$rc" "$OUT" "$ERR"; fi
+    py_daemon() { # Python's ctypes binding on the installed library, through the daemon
+        env REMOTE_DIRECTORY_LIB="$L/libremote_directory.so.0.1.0" PYTHONPATH="$ROOT/python" \
+            python3 - "$RDD/client.toml" "$ALICE" "$ALICE_PASS" <<'EOF'
+import sys
+import remote_directory as rd
+config, user, password = sys.argv[1:4]
+with rd.Directory.open(config, "lmtp") as d:
+    try:
+        print("rcpt", d.rcpt(user), d.rcpt("nosuchuser@example.org"))
+    except rd.Temporary as e:
+        print("temporary:", e)
+with rd.Directory.open(config, "imap") as d:
+    try:
+        print("auth", d.auth(user, password))
+    except rd.Temporary as e:
+        print("temporary:", e)
+EOF
+    }
+    run py-daemon py_daemon
+    expect "Python through the daemon: rcpt known/unknown, auth" 0 '^rcpt True False$' '^auth True$'
     kill -KILL "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true; DAEMON_PID=
     run pam-daemon-down pam rd-daemon bob@example.org "$BOB_PASS"
     expect "PAM, daemon killed -> PAM_AUTHINFO_UNAVAIL (temporary), never a refusal" 1 \
         'pamtester: Authentication service cannot retrieve authentication info'
+    run py-daemon-down py_daemon
+    expect "Python, daemon killed -> rd.Temporary naming the daemon" 0 '^temporary: .*remote-directoryd at '
     run cp-daemon-down cpw "$RDD/client.toml" "$ALICE" "$ALICE_PASS" REMOTE_DIRECTORY_NAME=imap
     expect "checkpassword, daemon killed -> 111 (temporary)" 111 'TEMPORARY' 'remote-directoryd at '
 else
