@@ -51,7 +51,9 @@ done
 for tool in cc make pkg-config nm readelf python3 pamtester dovecot doveconf; do
     command -v "$tool" >/dev/null || die "'$tool' not found (Debian: gcc make pkg-config binutils python3 pamtester dovecot-imapd)"
 done
-PAM_WRAPPER_LIB=$(ldconfig -p | awk '/libpam_wrapper\.so / {print $NF; exit}')
+# awk reads all of ldconfig's output: exiting at the first match could leave ldconfig
+# writing into a closed pipe, and its SIGPIPE (status 141) would end this script (pipefail).
+PAM_WRAPPER_LIB=$(ldconfig -p | awk '/libpam_wrapper\.so / && !lib {lib = $NF} END {print lib}')
 [[ -n "$PAM_WRAPPER_LIB" ]] || die "libpam_wrapper.so not found (Debian: apt-get install libpam-wrapper)"
 [[ -e /usr/include/security/pam_modules.h ]] || die "PAM headers missing (Debian: libpam0g-dev)"
 
