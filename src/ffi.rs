@@ -51,8 +51,9 @@ const _: () = {
     assert_send_sync::<Directory>()
 };
 
-/// The one place where error kinds become results (the statistics' `result` label too).
-pub(crate) fn result_of(kind: Kind) -> directory_result {
+/// The one place where error kinds become results (the statistics' `result` label and
+/// remote-directoryd's protocols too).
+pub fn result_of(kind: Kind) -> directory_result {
     match kind {
         Kind::InvalidInput => DIRECTORY_RESULT_INVALID_INPUT,
         Kind::Config => DIRECTORY_RESULT_CONFIG,

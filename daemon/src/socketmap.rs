@@ -9,7 +9,8 @@
 
 use crate::config::Section;
 use crate::listener::{Context, Exchange, Service, Step};
-use remote_directory::{Kind, Result};
+use remote_directory::ffi::{directory_result, result_of};
+use remote_directory::Result;
 use std::sync::Arc;
 
 /// Longest request netstring payload: a directory name and an address fit many times over.
@@ -143,25 +144,22 @@ pub fn reply(lookup: &Lookup, ctx: &Context) -> String {
     verdict(directory.rcpt(lookup.key))
 }
 
-/// `OK`, `NOTFOUND`, or why not, by what the library decided.
+/// `OK`, `NOTFOUND`, or why not, by the C result of what the library decided.
 pub fn verdict(outcome: Result<()>) -> String {
-    let text = match outcome {
+    use directory_result::*;
+    let e = match outcome {
         Ok(()) => return "OK OK".into(),
-        Err(e) => match e.kind() {
-            // No such recipient, or not an address a server could accept.
-            Kind::Rejected | Kind::InvalidInput => return "NOTFOUND ".into(),
-            // rcpt on an IMAP directory: the table is misconfigured, not the address.
-            Kind::Unsupported | Kind::Config => format!("PERM {e}"),
-            Kind::Network
-            | Kind::Timeout
-            | Kind::Tls
-            | Kind::Protocol
-            | Kind::Deferred
-            | Kind::Cleartext
-            | Kind::PoolTimeout
-            | Kind::Throttled
-            | Kind::Internal => format!("TEMP {e}"),
-        },
+        Err(e) => e,
+    };
+    let text = match result_of(e.kind()) {
+        // No such recipient, or not an address a server could accept.
+        DIRECTORY_RESULT_REJECTED | DIRECTORY_RESULT_INVALID_INPUT => return "NOTFOUND ".into(),
+        // rcpt on an IMAP directory: the table is misconfigured, not the address.
+        DIRECTORY_RESULT_UNSUPPORTED | DIRECTORY_RESULT_CONFIG => format!("PERM {e}"),
+        // (An error is never OK.)
+        DIRECTORY_RESULT_OK | DIRECTORY_RESULT_TEMPORARY | DIRECTORY_RESULT_INTERNAL => {
+            format!("TEMP {e}")
+        }
     };
     cut(text, MAX_REPLY)
 }
@@ -203,7 +201,7 @@ impl Exchange for Socketmap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use remote_directory::Error;
+    use remote_directory::{Error, Kind};
 
     #[test]
     fn netstrings() {

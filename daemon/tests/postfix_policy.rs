@@ -6,9 +6,6 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::time::Duration;
 
 fn config(up: bool) -> String {
     let directory = if up {
@@ -26,43 +23,10 @@ fn config(up: bool) -> String {
     )
 }
 
-/// One SMTP session on the policy smtpd: each RCPT TO's reply line.
-fn rcpt_replies(recipients: &[&str]) -> Vec<String> {
-    let port = servers().port("RD_POLICY_SMTP_PORT");
-    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to Postfix");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut reply = |cmd: Option<&str>| -> String {
-        if let Some(cmd) = cmd {
-            writer.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
-        }
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            assert!(line.len() >= 4, "short reply {line:?} to {cmd:?}");
-            if line.as_bytes()[3] == b' ' {
-                return line.trim_end().to_string();
-            }
-        }
-    };
-    assert!(reply(None).starts_with("220"));
-    assert!(reply(Some("EHLO test.example")).starts_with("250"));
-    assert!(reply(Some("MAIL FROM:<sender@example.net>")).starts_with("250"));
-    let replies = recipients
-        .iter()
-        .map(|r| reply(Some(&format!("RCPT TO:<{r}>"))))
-        .collect();
-    let _ = reply(Some("QUIT"));
-    replies
-}
-
 #[test]
 fn postfix_check_policy_service_through_the_daemon() {
     let daemon = Daemon::start("policy", &config(true));
-    let replies = rcpt_replies(&[ALICE.0, NOBODY]);
+    let replies = rcpt_replies("RD_POLICY_SMTP_PORT", &[ALICE.0, NOBODY]);
     assert!(replies[0].starts_with("250 "), "{replies:?}");
     assert!(
         replies[1].starts_with("550 5.1.1 ")
@@ -73,7 +37,7 @@ fn postfix_check_policy_service_through_the_daemon() {
     daemon.rewrite_config(&config(false));
     daemon.signal(Signal::SIGHUP);
     daemon.wait_log("reloaded");
-    let replies = rcpt_replies(&[ALICE.0]);
+    let replies = rcpt_replies("RD_POLICY_SMTP_PORT", &[ALICE.0]);
     assert!(replies[0].starts_with("450 4.3.0 "), "{replies:?}");
     assert!(
         daemon.log().contains("policy: ") && daemon.log().contains("connect"),

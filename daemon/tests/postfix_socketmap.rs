@@ -8,9 +8,6 @@
 mod common;
 
 use common::*;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::time::Duration;
 
 fn config(lmtp_port_key: Option<&str>, metrics_port: u16) -> String {
     let socket = servers().var("RD_SOCKETMAP_SOCKET").to_string();
@@ -27,43 +24,12 @@ fn config(lmtp_port_key: Option<&str>, metrics_port: u16) -> String {
     )
 }
 
-/// One SMTP session: the reply code to each RCPT TO.
+/// The reply code to each RCPT TO, in one session with the socketmap smtpd.
 fn rcpt_codes(recipients: &[&str]) -> Vec<u16> {
-    let port = servers().port("RD_SOCKETMAP_SMTP_PORT");
-    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to Postfix");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
-    let mut reply = |cmd: Option<&str>| -> (u16, String) {
-        if let Some(cmd) = cmd {
-            writer.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
-        }
-        let mut text = String::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            assert!(line.len() >= 4, "short reply {line:?} to {cmd:?}");
-            text.push_str(&line);
-            if line.as_bytes()[3] == b' ' {
-                return (line[..3].parse().unwrap(), text);
-            }
-        }
-    };
-    assert_eq!(reply(None).0, 220);
-    assert_eq!(reply(Some("EHLO test.example")).0, 250);
-    assert_eq!(reply(Some("MAIL FROM:<sender@example.net>")).0, 250);
-    let codes = recipients
+    rcpt_replies("RD_SOCKETMAP_SMTP_PORT", recipients)
         .iter()
-        .map(|r| {
-            let (code, text) = reply(Some(&format!("RCPT TO:<{r}>")));
-            eprintln!("RCPT TO:<{r}> -> {}", text.trim_end());
-            code
-        })
-        .collect();
-    let _ = reply(Some("QUIT"));
-    codes
+        .map(|line| line[..3].parse().unwrap())
+        .collect()
 }
 
 fn metrics(port: u16) -> String {

@@ -8,7 +8,8 @@ mod servers;
 pub use nix::sys::signal::Signal;
 #[allow(unused_imports)] // each test binary uses its own part of this module
 pub use servers::{servers, ALICE, BOB, NOBODY};
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -195,4 +196,38 @@ pub fn client_config(name: &str, socket: &Path, daemon_directory: &str, extra: &
         "[directory.{name}]\ntype = \"daemon\"\nsocket = \"{}\"\ndirectory = \"{daemon_directory}\"\n{extra}\n",
         socket.display()
     )
+}
+
+/// One SMTP session with the test servers' smtpd on `port_key`: EHLO, `MAIL FROM`, then
+/// `RCPT TO` for each of `recipients`; the last line of each RCPT reply.
+pub fn rcpt_replies(port_key: &str, recipients: &[&str]) -> Vec<String> {
+    let port = servers().port(port_key);
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to Postfix");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut reply = |cmd: Option<&str>| -> String {
+        if let Some(cmd) = cmd {
+            writer.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+        }
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            assert!(line.len() >= 4, "short reply {line:?} to {cmd:?}");
+            if line.as_bytes()[3] == b' ' {
+                return line.trim_end().to_string();
+            }
+        }
+    };
+    assert!(reply(None).starts_with("220"));
+    assert!(reply(Some("EHLO test.example")).starts_with("250"));
+    assert!(reply(Some("MAIL FROM:<sender@example.net>")).starts_with("250"));
+    let replies = recipients
+        .iter()
+        .map(|r| reply(Some(&format!("RCPT TO:<{r}>"))))
+        .collect();
+    let _ = reply(Some("QUIT"));
+    replies
 }
