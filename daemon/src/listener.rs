@@ -328,20 +328,24 @@ impl Write for Conn {
 struct Active {
     count: Mutex<usize>,
     changed: Condvar,
+    /// Whether the bound was reached and not left since: said once per episode in the log.
+    full: std::sync::atomic::AtomicBool,
 }
 
 impl Active {
     /// Waits for a free place (or `stop`); true when one was taken.
     fn enter(&self, max: usize, state: &State) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut n = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        let mut warned = false;
+        if *n < max / 2 {
+            self.full.store(false, Relaxed);
+        }
         while *n >= max && !state.stopping() {
-            if !warned {
+            if !self.full.swap(true, Relaxed) {
                 log!(
                     "warning",
                     "{max} clients at once (daemon.max-clients): new connections wait"
                 );
-                warned = true;
             }
             n = self
                 .changed

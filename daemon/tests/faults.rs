@@ -208,7 +208,11 @@ fn a_thousand_connections_at_once_are_all_answered() {
                     let answer = (|| -> std::io::Result<Vec<u8>> {
                         let mut s = UnixStream::connect(&path)?;
                         s.set_read_timeout(Some(Duration::from_secs(60)))?;
-                        s.write_all(&request)?;
+                        // Each holds its worker a moment: more clients than
+                        // daemon.max-clients are connected at once, the rest wait.
+                        s.write_all(&request[..4])?;
+                        std::thread::sleep(Duration::from_millis(200));
+                        s.write_all(&request[4..])?;
                         let mut got = Vec::new();
                         let mut buf = [0u8; 64];
                         while remote_directory::wire::decode_response(&got)
@@ -243,6 +247,12 @@ fn a_thousand_connections_at_once_are_all_answered() {
     );
     // And the daemon goes on as before.
     client(&daemon, "5s").rcpt(ALICE.0).unwrap();
+    // The bound was reached and said, once per episode, not once per waiting connection.
+    let said = daemon
+        .log()
+        .matches("64 clients at once (daemon.max-clients): new connections wait")
+        .count();
+    assert!((1..=50).contains(&said), "said {said} times");
 }
 
 /// Sends `bytes` on a new connection to `path`; what came back before the daemon closed it.
