@@ -117,6 +117,7 @@ fn unreachable_daemon_is_temporary_never_rejected() {
     let e = client.auth(ALICE.0, ALICE.1).unwrap_err();
     assert_eq!(e.kind(), Kind::Network, "{e}");
     assert!(e.to_string().contains("Connection refused"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

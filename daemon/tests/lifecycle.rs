@@ -60,6 +60,7 @@ fn check_validates_the_whole_file() {
     }
     let (code, _, err) = run_binary(&["--bogus"]);
     assert_eq!(code, 2, "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -125,6 +126,7 @@ fn a_stale_socket_is_replaced_and_other_files_are_left_alone() {
         std::fs::read_to_string(other.join("socket")).unwrap(),
         "precious"
     );
+    std::fs::remove_dir_all(&other).unwrap();
 }
 
 #[test]

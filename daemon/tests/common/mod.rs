@@ -175,8 +175,13 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Kills the daemon and removes the test's directory, unless the test failed (then its
+    /// configuration and log stay for a look).
     fn drop(&mut self) {
         self.kill();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
