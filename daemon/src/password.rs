@@ -5,7 +5,8 @@
 
 use crate::config::{Directories, Section};
 use crate::log::log;
-use remote_directory::{Directory, Kind, Result};
+use remote_directory::ffi::{directory_result::*, result_of};
+use remote_directory::{Directory, Result};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,25 +22,21 @@ pub enum Verdict {
     Temporary,
 }
 
-/// The verdict of a library result; the one place where kinds become verdicts.
+/// The verdict of a library result, from the library's own mapping of kinds to results
+/// (`ffi::result_of`), so a new kind cannot be classified differently here.
 pub fn verdict_of(result: &Result<()>) -> Verdict {
     let Err(e) = result else {
         return Verdict::Accepted;
     };
-    match e.kind() {
+    match result_of(e.kind()) {
         // The library sent nothing for unusable input: such a login can never succeed.
-        Kind::Rejected | Kind::InvalidInput => Verdict::Refused,
-        Kind::Config
-        | Kind::Unsupported
-        | Kind::Network
-        | Kind::Timeout
-        | Kind::Tls
-        | Kind::Protocol
-        | Kind::Deferred
-        | Kind::Cleartext
-        | Kind::PoolTimeout
-        | Kind::Throttled
-        | Kind::Internal => Verdict::Temporary,
+        DIRECTORY_RESULT_REJECTED | DIRECTORY_RESULT_INVALID_INPUT => Verdict::Refused,
+        // (An error is never OK.) CONFIG and UNSUPPORTED: the setup is wrong, not the password.
+        DIRECTORY_RESULT_OK
+        | DIRECTORY_RESULT_TEMPORARY
+        | DIRECTORY_RESULT_UNSUPPORTED
+        | DIRECTORY_RESULT_CONFIG
+        | DIRECTORY_RESULT_INTERNAL => Verdict::Temporary,
     }
 }
 
@@ -156,7 +153,7 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use remote_directory::Error;
+    use remote_directory::{Error, Kind};
 
     #[test]
     fn kinds_become_verdicts() {
