@@ -214,18 +214,19 @@ pub fn snapshot() -> Vec<Sample> {
     for (name, s) in &all {
         for op in OPS {
             for (r, result) in RESULTS.iter().enumerate() {
-                let n = s.calls[op as usize][r].load(Relaxed);
-                if n > 0 {
-                    out.push(Sample {
-                        name: CALLS,
-                        labels: vec![
-                            dir(name),
-                            ("op", op.label().into()),
-                            ("result", (*result).into()),
-                        ],
-                        value: n as f64,
-                    });
-                }
+                let labels = || {
+                    vec![
+                        dir(name),
+                        ("op", op.label().into()),
+                        ("result", (*result).into()),
+                    ]
+                };
+                push_count(
+                    &mut out,
+                    CALLS,
+                    labels,
+                    s.calls[op as usize][r].load(Relaxed),
+                );
             }
         }
     }
@@ -264,25 +265,22 @@ pub fn snapshot() -> Vec<Sample> {
     }
     for (name, s) in &all {
         for op in OPS {
-            let n = s.cache_hits[op as usize].load(Relaxed);
-            if n > 0 {
-                out.push(Sample {
-                    name: CACHE_HITS,
-                    labels: vec![dir(name), ("op", op.label().into())],
-                    value: n as f64,
-                });
-            }
+            let labels = || vec![dir(name), ("op", op.label().into())];
+            push_count(
+                &mut out,
+                CACHE_HITS,
+                labels,
+                s.cache_hits[op as usize].load(Relaxed),
+            );
         }
     }
     for (name, s) in &all {
-        let n = s.throttled.load(Relaxed);
-        if n > 0 {
-            out.push(Sample {
-                name: THROTTLED,
-                labels: vec![dir(name)],
-                value: n as f64,
-            });
-        }
+        push_count(
+            &mut out,
+            THROTTLED,
+            || vec![dir(name)],
+            s.throttled.load(Relaxed),
+        );
     }
     let servers: Vec<(String, String, [u64; EVENTS.len()], Option<bool>)> = all
         .iter()
@@ -296,18 +294,14 @@ pub fn snapshot() -> Vec<Sample> {
         .collect();
     for (name, server, events, _) in &servers {
         for event in EVENTS {
-            let n = events[event as usize];
-            if n > 0 {
-                out.push(Sample {
-                    name: CONNECTIONS,
-                    labels: vec![
-                        dir(name),
-                        ("server", server.clone()),
-                        ("event", event.label().into()),
-                    ],
-                    value: n as f64,
-                });
-            }
+            let labels = || {
+                vec![
+                    dir(name),
+                    ("server", server.clone()),
+                    ("event", event.label().into()),
+                ]
+            };
+            push_count(&mut out, CONNECTIONS, labels, events[event as usize]);
         }
     }
     for (name, s) in &all {
@@ -330,6 +324,23 @@ pub fn snapshot() -> Vec<Sample> {
         }
     }
     out
+}
+
+/// A counter's sample, only when it counted something (series that never counted are left
+/// out of the snapshot).
+fn push_count(
+    out: &mut Vec<Sample>,
+    name: &'static str,
+    labels: impl FnOnce() -> Vec<(&'static str, String)>,
+    n: u64,
+) {
+    if n > 0 {
+        out.push(Sample {
+            name,
+            labels: labels(),
+            value: n as f64,
+        });
+    }
 }
 
 /// The metric a sample belongs to (the histogram's series share one).
