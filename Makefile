@@ -88,9 +88,10 @@ $(BUILD)/example $(BUILD)/directory-check $(BUILD)/checkpassword-remote-director
 		$(BUILD)/%: $(SRC)/%.c $(HEADER) $(SO) | $(BUILD)/lib/$(SONAME)
 	$(CC) $(WARN) $(CFLAGS) -Iinclude -o $@ $< $(LDFLAGS) -L$(RELEASE) $(BUILD_RPATH) -lremote_directory
 
-$(BUILD)/policy-remote-directory: $(SRC)/policy-remote-directory.c $(HEADER) $(SO) | $(BUILD)/lib/$(SONAME)
-	$(CC) $(WARN) $(CFLAGS) -pthread -Iinclude -o $@ $< $(LDFLAGS) -L$(RELEASE) $(BUILD_RPATH) \
-		-lremote_directory
+# The policy program relays to remote-directoryd's policy service: it does not use the
+# library, so it needs no rpath and is installed as built.
+$(BUILD)/policy-remote-directory: $(SRC)/policy-remote-directory.c | $(BUILD)
+	$(CC) $(WARN) $(CFLAGS) -o $@ $< $(LDFLAGS)
 
 # The module carries the static library; --exclude-libs hides the archive's symbols and the
 # version script exports only pam_sm_*. -z defs: every symbol must be resolved at link time.
@@ -122,8 +123,6 @@ install: programs install-man install-contrib install-daemon
 	for t in directory-check checkpassword-remote-directory; do \
 		$(CC) $(WARN) $(CFLAGS) -Iinclude -o $(BUILD)/install/$$t $(SRC)/$$t.c $(LDFLAGS) \
 			-L$(RELEASE) $(INSTALL_RPATH) -lremote_directory || exit 1; done
-	$(CC) $(WARN) $(CFLAGS) -pthread -Iinclude -o $(BUILD)/install/policy-remote-directory \
-		$(SRC)/policy-remote-directory.c $(LDFLAGS) -L$(RELEASE) $(INSTALL_RPATH) -lremote_directory
 	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
 		$(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(PAMDIR)
 	$(INSTALL) -m 755 $(SO) $(DESTDIR)$(LIBDIR)/$(LIBNAME).so.$(VERSION)
@@ -135,8 +134,7 @@ install: programs install-man install-contrib install-daemon
 	$(INSTALL) -m 755 $(BUILD)/install/directory-check $(DESTDIR)$(BINDIR)/directory-check
 	$(INSTALL) -m 755 $(BUILD)/install/checkpassword-remote-directory \
 		$(DESTDIR)$(BINDIR)/checkpassword-remote-directory
-	$(INSTALL) -m 755 $(BUILD)/install/policy-remote-directory \
-		$(DESTDIR)$(SBINDIR)/policy-remote-directory
+	$(INSTALL) -m 755 $(BUILD)/policy-remote-directory $(DESTDIR)$(SBINDIR)/policy-remote-directory
 	$(INSTALL) -m 644 $(BUILD)/$(PAM) $(DESTDIR)$(PAMDIR)/$(PAM)
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then \
 		echo ldconfig; ldconfig; fi

@@ -7,8 +7,9 @@
 # Installs the library with `make install DESTDIR=<tmp> PREFIX=/usr`, builds every C program
 # against that installed copy through pkg-config, then checks the example, directory-check,
 # the PAM module (pam_wrapper + pamtester), checkpassword (directly and behind a second,
-# private Dovecot on 127.0.0.1:10144), the Postfix policy service (over stdin and behind
-# the harness Postfix), and all of them through the installed remote-directoryd. One line per check, then "N passed, M failed". Never skips: a
+# private Dovecot on 127.0.0.1:10144), the Postfix policy relay to the installed
+# remote-directoryd (over stdin and under the harness Postfix's spawn(8)), and all of them
+# through the installed remote-directoryd. One line per check, then "N passed, M failed". Never skips: a
 # missing server or tool is a failure. Must run as root (it starts a Dovecot).
 # RD_C_KEEP=1 keeps the temporary directory for inspection.
 set -euo pipefail
@@ -44,7 +45,7 @@ fi
     tests/servers/servers.sh start /tmp/rd-c && export RD_SERVERS_ENV=/tmp/rd-c/env"
 # shellcheck disable=SC1090
 . "$RD_SERVERS_ENV"
-for v in RD_CA RD_IMAP_PORT RD_LMTP_PORT RD_POLICY_SMTP_PORT RD_POLICY_PORT; do
+for v in RD_CA RD_IMAP_PORT RD_LMTP_PORT RD_POLICY_PORT RD_POLICY_SPAWN_SMTP_PORT RD_POLICY_SPAWN_DIR; do
     [[ -n "${!v:-}" ]] || die "$RD_SERVERS_ENV does not define $v"
 done
 ((EUID == 0)) || die "must run as root (starts a private Dovecot for the checkpassword test)"
@@ -58,7 +59,7 @@ PAM_WRAPPER_LIB=$(ldconfig -p | awk '/libpam_wrapper\.so / && !lib {lib = $NF} E
 [[ -e /usr/include/security/pam_modules.h ]] || die "PAM headers missing (Debian: libpam0g-dev)"
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-if ! { port_open "$RD_IMAP_PORT" && port_open "$RD_LMTP_PORT" && port_open "$RD_POLICY_SMTP_PORT"; }; then
+if ! { port_open "$RD_IMAP_PORT" && port_open "$RD_LMTP_PORT" && port_open "$RD_POLICY_SPAWN_SMTP_PORT"; }; then
     die "the test servers of $RD_SERVERS_ENV do not answer; restart them:
     tests/servers/servers.sh start ${RD_DIR:-/tmp/rd-c}"
 fi
@@ -68,12 +69,12 @@ port_open "$CHECKPW_PORT" && die "port $CHECKPW_PORT (private Dovecot) is alread
 T=$(mktemp -d /tmp/rd-c-test.XXXXXX)
 # The private Dovecot's auth process (user dovecot) runs our checkpassword from here.
 chmod 755 "$T"
-LISTENER_PID=
+POLICY_PIDS=()
 DAEMON_PID=
 cleanup() {
-    if [[ -n "$LISTENER_PID" ]]; then kill "$LISTENER_PID" 2>/dev/null || true; fi
-    if [[ -n "$DAEMON_PID" ]]; then kill "$DAEMON_PID" 2>/dev/null || true; fi
     local pid i
+    for pid in "${POLICY_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    if [[ -n "$DAEMON_PID" ]]; then kill "$DAEMON_PID" 2>/dev/null || true; fi
     if [[ -r "$T/dovecot/run/master.pid" ]]; then
         pid=$(cat "$T/dovecot/run/master.pid")
         kill "$pid" 2>/dev/null || true
@@ -157,7 +158,7 @@ B=$T/bin
 mkdir -p "$B"
 WARN=(-Wall -Wextra -Werror -std=c99 -pedantic -O2)
 build_ok=1
-for prog in example directory-check checkpassword-remote-directory policy-remote-directory; do
+for prog in example directory-check checkpassword-remote-directory; do
     # shellcheck disable=SC2086  # pkg-config output is a list of words
     if ! cc "${WARN[@]}" -pthread $CFLAGS_RD -o "$B/$prog" "$ROOT/c-examples/$prog.c" \
         $LIBS_RD -Wl,-rpath,"$LIBDIR_RD" >"$T/out/cc-$prog.log" 2>&1; then
@@ -172,6 +173,12 @@ if ! cc "${WARN[@]}" -fPIC -shared $CFLAGS_RD -o "$B/pam_remote_directory.so" \
     -Wl,--gc-sections -Wl,-z,defs -lpam >"$T/out/cc-pam.log" 2>&1; then
     build_ok=0
     fail "build pam_remote_directory.so (static) with pkg-config" "$(cat "$T/out/cc-pam.log")"
+fi
+# The policy relay only talks to remote-directoryd: no library, no pkg-config.
+if ! cc "${WARN[@]}" -o "$B/policy-remote-directory" "$ROOT/c-examples/policy-remote-directory.c" \
+    >"$T/out/cc-policy-remote-directory.log" 2>&1; then
+    build_ok=0
+    fail "build policy-remote-directory" "$(cat "$T/out/cc-policy-remote-directory.log")"
 fi
 ((build_ok)) && ok "C99 -Wall -Wextra -Werror -pedantic build of 4 programs + PAM module against the installed copy"
 ((build_ok)) || die "cannot continue without the programs"
@@ -188,6 +195,9 @@ if [[ "$exports" == "pam_sm_authenticate pam_sm_setcred " ]]; then ok "installed
 if readelf -d "$B/directory-check" | grep -q 'NEEDED.*\[libremote_directory.so.0\]'; then
     ok "directory-check needs libremote_directory.so.0"
 else fail "directory-check needs libremote_directory.so.0" "$(readelf -d "$B/directory-check" | grep NEEDED)"; fi
+if readelf -d "$STAGE/usr/sbin/policy-remote-directory" | grep -q 'NEEDED.*libremote_directory'; then
+    fail "installed policy-remote-directory does not link the library (it relays to the daemon)"
+else ok "installed policy-remote-directory does not link the library (it relays to the daemon)"; fi
 
 # ---------------------------------------------------------------------------------------
 # configurations
@@ -576,52 +586,154 @@ else
 fi
 
 # ---------------------------------------------------------------------------------------
-# 7. policy service over stdin/stdout
+# 7. policy-remote-directory: Postfix policy requests on stdin/stdout (as spawn(8) runs
+#    it), relayed to the policy service of the installed remote-directoryd, which decides
 
 PS=$B/policy-remote-directory
+RDD_BIN=$STAGE/usr/sbin/remote-directoryd
+PD=$RD_POLICY_SPAWN_DIR   # smtpd's spawn(8) service of section 8 finds the program here
+# The daemon of the policy tests: recipients from the harness LMTP, on a Unix socket the
+# spawn(8) user (nobody) may use, and on loopback TCP; a short idle timeout, so that the
+# relay meets connections the daemon closed between requests.
+{ dir_conf lmtp lmtp "$RD_LMTP_PORT"
+  printf '\n[daemon]\nidle-timeout = "1s"\npolicy.socket = "%s/policy"\npolicy.socket-mode = "0666"\n' "$PD"
+  printf 'policy.listen = "127.0.0.1:%s"\npolicy.directory = "lmtp"\n' "$RD_POLICY_PORT"; } >"$T/policy-daemon.toml"
+# A second one whose LMTP server does not answer: its answer is a deferral.
+mkdir -p "$T/pdown"
+{ dir_conf lmtp lmtp "$CLOSED_PORT"
+  printf '\n[daemon]\npolicy.socket = "%s/pdown/policy"\npolicy.directory = "lmtp"\n' "$T"; } >"$T/policy-down.toml"
+POLICY_PIDS=()
+# start_policy_daemon CONFIG SOCKET: the installed daemon, log in $T/out/policy-daemon.log
+start_policy_daemon() {
+    "$RDD_BIN" -c "$1" 2>>"$T/out/policy-daemon.log" &
+    POLICY_PIDS+=($!)
+    disown "$!" # killed on purpose below: no job report from bash
+    for _ in $(seq 200); do
+        python3 -c 'import socket,sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$2" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+start_policy_daemon "$T/policy-daemon.toml" "$PD/policy" ||
+    fail "policy: remote-directoryd listens on $PD/policy" "$(cat "$T/out/policy-daemon.log")"
+start_policy_daemon "$T/policy-down.toml" "$T/pdown/policy" ||
+    fail "policy: remote-directoryd listens on $T/pdown/policy" "$(cat "$T/out/policy-daemon.log")"
+# Scripted daemons for what the real one does not do on demand: one that reads the request
+# and never answers, one that closes without answering, one whose answer never ends.
+python3 - "$T/peers" >"$T/out/policy-peers.log" 2>&1 <<'EOF' &
+import os, socket, sys, threading
+d = sys.argv[1]
+os.makedirs(d, exist_ok=True)
+def serve(name, handle):
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(os.path.join(d, name))
+    s.listen(16)
+    while True:
+        c, _ = s.accept()
+        threading.Thread(target=handle, args=(c,), daemon=True).start()
+def silent(c):
+    while c.recv(4096):
+        pass
+def closing(c):
+    c.recv(4096)
+    c.close()
+def flood(c):
+    c.recv(4096)
+    try:
+        c.sendall(b"action=" + b"x" * 100000)
+    except OSError:
+        pass
+for name, handle in (("silent", silent), ("closing", closing), ("flood", flood)):
+    threading.Thread(target=serve, args=(name, handle), daemon=True).start()
+threading.Event().wait()
+EOF
+POLICY_PIDS+=($!)
+for _ in $(seq 100); do [[ -S "$T/peers/flood" ]] && break; sleep 0.05; done
+
 request() { # RECIPIENT [STATE]
     printf 'request=smtpd_access_policy\nprotocol_state=%s\nprotocol_name=ESMTP\n' "${2:-RCPT}"
     printf 'client_address=127.0.0.1\nhelo_name=localhost\nsender=\nrecipient=%s\n' "$1"
     printf 'recipient_count=0\nqueue_id=\nsize=0\n\n'
 }
-policy_stdin() { # CONFIG [OPTION...], requests on stdin
-    local cfg=$1
-    shift
-    "$PS" -c "$cfg" "$@"
+DEFER='action=DEFER_IF_PERMIT 4.3.0 recipient lookup temporarily unavailable'
+# One request each; the answer must be exactly ACTION and an empty line, and the relay's
+# stderr must match STDERR ("" = the relay logged nothing: the answer is the daemon's).
+# description | -s SOCKET (and options) | recipient | protocol_state | action | stderr
+policy_cases=(
+    "existing user -> DUNNO|$PD/policy|$ALICE|RCPT|action=DUNNO|"
+    "unknown user -> 550 5.1.1|$PD/policy|nosuchuser@example.org|RCPT|action=550 5.1.1 user unknown|"
+    "foreign domain -> DUNNO|$PD/policy|someone@example.net|RCPT|action=DUNNO|"
+    "other protocol_state -> DUNNO|$PD/policy|nosuchuser@example.org|DATA|action=DUNNO|"
+    "daemon on loopback TCP (-s HOST:PORT), unknown user -> 550 5.1.1|127.0.0.1:$RD_POLICY_PORT|nosuchuser@example.org|RCPT|action=550 5.1.1 user unknown|"
+    "remote server down -> the daemon's DEFER_IF_PERMIT|$T/pdown/policy|$ALICE|RCPT|$DEFER|"
+    "daemon not running -> the relay's own DEFER_IF_PERMIT|$T/no-daemon/policy|$ALICE|RCPT|$DEFER|cannot connect: No such file or directory"
+    "daemon silent past -t 1 -> DEFER_IF_PERMIT|$T/peers/silent -t 1|$ALICE|RCPT|$DEFER|no answer within 1 s"
+    "daemon closes without an answer -> DEFER_IF_PERMIT|$T/peers/closing|$ALICE|RCPT|$DEFER|closed the connection without an answer"
+    "daemon's answer never ends -> DEFER_IF_PERMIT|$T/peers/flood|$ALICE|RCPT|$DEFER|answer longer than 8192 bytes"
+)
+# stderr_is WANT: the relay's stderr is empty when WANT is, else it contains WANT.
+stderr_is() { if [[ -z "$1" ]]; then [[ -z "$ERR" ]]; else grep -qF -- "$1" <<<"$ERR"; fi; }
+for case in "${policy_cases[@]}"; do
+    IFS='|' read -r desc target rcpt state want want_err <<<"$case"
+    # shellcheck disable=SC2086  # "SOCKET -t N": the options are words
+    run ps-case "$PS" -s $target < <(request "$rcpt" "$state")
+    if [[ $rc == 0 && "$(od -An -c "$T/out/ps-case.out")" == "$(printf '%s\n\n' "$want" | od -An -c)" ]] &&
+        stderr_is "$want_err"; then
+        ok "policy relay: $desc"
+    else fail "policy relay: $desc" "rc=$rc" "stdout: $OUT" "stderr: $ERR" "want: $want / stderr: ${want_err:-nothing}"; fi
+done
+
+# Several requests on one connection: answered in order, over one connection to the daemon
+# (-v logs each connection); after a pause longer than daemon.idle-timeout the daemon has
+# closed that connection, and the relay replaces it without deferring anything.
+several() {
+    request "$ALICE"; request nosuchuser@example.org; request "$ALICE"
+    sleep 2
+    request nosuchuser@example.org
 }
-run ps-known policy_stdin "$T/lmtp.toml" < <(request "$ALICE")
-expect "policy stdin: local existing -> DUNNO" 0 '^action=DUNNO$'
-run ps-unknown policy_stdin "$T/lmtp.toml" < <(request nosuchuser@example.org)
-expect "policy stdin: local unknown -> 550 5.1.1" 0 '^action=550 5\.1\.1 user unknown$'
-run ps-foreign policy_stdin "$T/lmtp.toml" < <(request someone@example.net)
-expect "policy stdin: foreign domain -> DUNNO" 0 '^action=DUNNO$'
-run ps-state policy_stdin "$T/lmtp.toml" < <(request nosuchuser@example.org DATA)
-expect "policy stdin: other protocol_state -> DUNNO" 0 '^action=DUNNO$'
-run ps-down policy_stdin "$T/lmtp-down.toml" < <(request "$ALICE")
-expect "policy stdin: remote down -> DEFER_IF_PERMIT 4.3.0" 0 '^action=DEFER_IF_PERMIT 4\.3\.0 '
-run ps-several policy_stdin "$T/lmtp.toml" < <(request "$ALICE"; request nosuchuser@example.org; request "$ALICE")
-if [[ $rc == 0 && "$(grep -c '^action=' "$T/out/ps-several.out")" == 3 &&
-    "$(sed -n 3p "$T/out/ps-several.out")" == action=550* && "$(sed -n 4p "$T/out/ps-several.out")" == "" ]]; then
-    ok "policy stdin: three requests on one connection, answered in order"
-else fail "policy stdin: three requests on one connection" "$OUT"; fi
-run ps-malformed policy_stdin "$T/lmtp.toml" < <(request "$ALICE"; printf 'no equals sign here\n\n'; request "$ALICE")
-if [[ $rc == 65 && "$(grep -c '^action=' "$T/out/ps-malformed.out")" == 1 ]] &&
-    grep -q "without '='; closing" "$T/out/ps-malformed.err"; then
-    ok "policy stdin: malformed request -> logged, connection closed (no further answers)"
-else fail "policy stdin: malformed request closes the connection" "rc=$rc" "stdout: $OUT" "stderr: $ERR"; fi
-run ps-longline policy_stdin "$T/lmtp.toml" < <(printf 'recipient=%s\n\n' "$(head -c 5000 /dev/zero | tr '\0' a)")
-expect "policy stdin: line over 4 KiB -> closed" 65 'longer than 4096'
-run ps-manyattrs policy_stdin "$T/lmtp.toml" < <(for i in $(seq 200); do echo "x$i=y"; done; echo)
-expect "policy stdin: too many attributes -> closed" 65 'more than 128 attributes'
-# As spawn(8) runs it: stdin, stdout AND stderr on one socket. Log lines (here for the
-# remote being down and for the malformed line) must go to syslog, never to the client.
-run ps-spawn python3 - "$PS" "$T/lmtp-down.toml" <<'EOF'
+run ps-several "$PS" -v -s "$PD/policy" < <(several)
+actions=$(grep '^action=' "$T/out/ps-several.out" | tr '\n' ' ')
+if [[ $rc == 0 && "$actions" == "action=DUNNO action=550 5.1.1 user unknown action=DUNNO action=550 5.1.1 user unknown " &&
+    "$(grep -c 'connected to remote-directoryd' "$T/out/ps-several.err")" == 2 &&
+    "$(grep -c 'closed the idle connection' "$T/out/ps-several.err")" == 1 ]]; then
+    ok "policy relay: 4 requests answered in order; 3 on one daemon connection, then a new one for the one the daemon closed"
+else fail "policy relay: several requests in order on a kept connection" "rc=$rc" "stdout: $OUT" "stderr: $ERR"; fi
+if command -v valgrind >/dev/null; then
+    run ps-valgrind valgrind --quiet --error-exitcode=99 --leak-check=full "$PS" -s "$PD/policy" \
+        < <(request "$ALICE"; request nosuchuser@example.org)
+    expect "policy relay under valgrind memcheck: no error, no leak" 0 '^action=550 5\.1\.1'
+else fail "policy relay under valgrind memcheck" "valgrind not found (Debian: apt-get install valgrind)"; fi
+
+# Over-long input: logged, nothing answered, exit 65.
+overlong_line() { request "$ALICE"; printf 'recipient=%s\n\n' "$(head -c 5000 /dev/zero | tr '\0' a)"; }
+overlong_request() { for i in $(seq 1000); do printf 'x%d=%s\n' "$i" "$(head -c 100 /dev/zero | tr '\0' y)"; done; echo; }
+for input in "overlong_line|line longer than 4096 bytes" "overlong_request|longer than 65536 bytes"; do
+    IFS='|' read -r feed_fn want_err <<<"$input"
+    run ps-overlong "$PS" -s "$PD/policy" < <("$feed_fn")
+    if [[ $rc == 65 && "$(grep -c '^action=' "$T/out/ps-overlong.out")" == "$([[ $feed_fn == overlong_line ]] && echo 1 || echo 0)" ]] &&
+        grep -qF "$want_err" <<<"$ERR"; then
+        ok "policy relay: $want_err -> logged, not answered, exit 65"
+    else fail "policy relay: $want_err -> exit 65" "rc=$rc" "stdout: $OUT" "stderr: $ERR"; fi
+done
+
+# Usage: the options of the stand-alone program are gone and say what replaces them.
+for args in "-c /etc/remote-directory.toml|daemon.policy.directory" "-d lmtp|daemon.policy.directory" \
+    "-l 127.0.0.1:10040|daemon.policy.listen" "-s nosuchsocket|HOST:PORT" "-t 0|seconds"; do
+    IFS='|' read -r opts want_err <<<"$args"
+    # shellcheck disable=SC2086
+    run ps-usage "$PS" $opts </dev/null
+    expect "policy relay: $opts -> usage error 64 naming $want_err" 64 "$want_err"
+done
+
+# As spawn(8) runs it: stdin, stdout AND stderr on one socket. Log lines (here: the daemon
+# cannot be reached, then the over-long line) must go to syslog, never to the client.
+run ps-spawn python3 - "$PS" "$T/no-daemon/policy" <<'EOF'
 import socket, subprocess, sys
 ours, theirs = socket.socketpair()
-p = subprocess.Popen([sys.argv[1], "-c", sys.argv[2]], stdin=theirs, stdout=theirs, stderr=theirs)
+p = subprocess.Popen([sys.argv[1], "-s", sys.argv[2]], stdin=theirs, stdout=theirs, stderr=theirs)
 theirs.close()
 ours.sendall(b"request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=alice@example.org\n\n"
-             b"this line has no equals sign\n")
+             b"recipient=" + b"a" * 5000 + b"\n\n")
 got = b""
 while True:
     chunk = ours.recv(4096)
@@ -632,28 +744,58 @@ print("exit", p.wait())
 print(repr(got))
 sys.exit(0 if got == b"action=DEFER_IF_PERMIT 4.3.0 recipient lookup temporarily unavailable\n\n" else 1)
 EOF
-expect "policy under spawn(8) (stderr = client socket): only the answer reaches the client" 0 'exit 65'
-run ps-badconfig "$PS" -c "$T/does-not-exist.toml" </dev/null
-expect "policy: missing config -> exit 5" 5 'CONFIG'
+expect "policy relay under spawn(8) (stderr = client socket): only the answer reaches the client" 0 'exit 65'
+
+# The daemon killed between two requests: the next one is deferred by the relay; started
+# again, the daemon answers the following ones, through the same relay process. The new
+# daemon keeps running for section 8.
+run ps-restart python3 - "$PS" "$PD/policy" "${POLICY_PIDS[0]}" "$RDD_BIN" "$T/policy-daemon.toml" \
+    "$T/out/policy-daemon.log" <<'EOF'
+import os, signal, socket, subprocess, sys, time
+relay, path, pid, daemon, config, log = sys.argv[1:7]
+def req(rcpt):
+    return (b"request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=%s\n\n" % rcpt.encode())
+def listening():
+    try:
+        socket.socket(socket.AF_UNIX).connect(path)
+        return True
+    except OSError:
+        return False
+p = subprocess.Popen([relay, "-s", path], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+def ask(rcpt):
+    p.stdin.write(req(rcpt))
+    p.stdin.flush()
+    return (p.stdout.readline() + p.stdout.readline()).decode()
+answers = [ask("alice@example.org")]
+os.kill(int(pid), signal.SIGKILL)
+while listening():
+    time.sleep(0.05)
+answers.append(ask("nosuchuser@example.org"))
+d = subprocess.Popen([daemon, "-c", config], stderr=open(log, "a"), start_new_session=True)
+print("daemon", d.pid)
+while not listening():
+    time.sleep(0.05)
+answers += [ask("nosuchuser@example.org"), ask("alice@example.org")]
+p.stdin.close()
+print("relay exit", p.wait())
+print(answers)
+want = ["action=DUNNO\n\n",
+        "action=DEFER_IF_PERMIT 4.3.0 recipient lookup temporarily unavailable\n\n",
+        "action=550 5.1.1 user unknown\n\n", "action=DUNNO\n\n"]
+sys.exit(0 if answers == want else 1)
+EOF
+expect "policy relay: daemon killed between requests -> next deferred; restarted -> answers again, same relay" \
+    0 'relay exit 0' 'cannot connect'
+restarted=$(sed -n 's/^daemon \([0-9]*\)$/\1/p' "$T/out/ps-restart.out")
+[[ -n "$restarted" ]] && POLICY_PIDS+=("$restarted")
 
 # ---------------------------------------------------------------------------------------
-# 8. policy service as a listener behind the harness Postfix
+# 8. behind a real Postfix: smtpd -> check_policy_service unix:private/rdpolicy -> spawn(8)
+#    -> policy-remote-directory (as nobody) -> remote-directoryd -> Dovecot LMTP
 
-start_listener() { # CONFIG
-    "$PS" -c "$1" -l "127.0.0.1:$RD_POLICY_PORT" >"$T/out/listener.out" 2>"$T/out/listener.err" &
-    LISTENER_PID=$!
-    for _ in $(seq 100); do port_open "$RD_POLICY_PORT" && return 0; sleep 0.05; done
-    return 1
-}
-stop_listener() {
-    local st=0
-    kill -TERM "$LISTENER_PID"
-    wait "$LISTENER_PID" || st=$?
-    LISTENER_PID=
-    return "$st"
-}
-smtp_rcpts() { # RCPT... : prints "code message" per recipient
-    python3 - "$RD_POLICY_SMTP_PORT" "$@" <<'EOF'
+install -m 755 "$PS" "$PD/policy-remote-directory"
+smtp_rcpts() { # RCPT... : prints "code message" per recipient, one SMTP session
+    python3 - "$RD_POLICY_SPAWN_SMTP_PORT" "$@" <<'EOF'
 import smtplib, sys
 s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=30)
 s.ehlo("client.example.net")
@@ -665,52 +807,16 @@ for rcpt in sys.argv[2:]:
 s.quit()
 EOF
 }
-if start_listener "$T/lmtp.toml"; then
-    ok "policy listener on 127.0.0.1:$RD_POLICY_PORT"
-    run pf-known smtp_rcpts "$ALICE"
-    expect "Postfix + policy: RCPT alice@example.org -> 250" 0 "^$ALICE 250 "
-    run pf-unknown smtp_rcpts nosuchuser@example.org
-    expect "Postfix + policy: RCPT nosuchuser -> 550 5.1.1 from our policy service" 0 \
-        '^nosuchuser@example\.org 550 5\.1\.1 <nosuchuser@example\.org>: Recipient address rejected: user unknown$'
-    # One handle, many threads: 8 clients x 6 requests at once.
-    run ps-parallel python3 - "$RD_POLICY_PORT" <<'EOF'
-import socket, sys, threading
-port = int(sys.argv[1])
-errors = []
-def client(n):
-    try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=30)
-        f = s.makefile("rwb")
-        for i in range(6):
-            rcpt = "alice@example.org" if i % 2 == 0 else "nosuchuser@example.org"
-            f.write(b"request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient=%s\n\n" % rcpt.encode())
-            f.flush()
-            line, blank = f.readline(), f.readline()
-            want = b"action=DUNNO\n" if i % 2 == 0 else b"action=550 5.1.1"
-            if not line.startswith(want) or blank != b"\n":
-                errors.append((n, i, line))
-        s.close()
-    except Exception as e:
-        errors.append((n, repr(e)))
-threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
-for t in threads: t.start()
-for t in threads: t.join()
-print("errors:", errors)
-sys.exit(1 if errors else 0)
-EOF
-    expect "policy listener: 8 parallel clients x 6 requests on one shared handle" 0 'errors: \[\]'
-    if stop_listener; then ok "policy listener stops on SIGTERM with status 0"; else
-        fail "policy listener stops on SIGTERM with status 0" "$(cat "$T/out/listener.err")"; fi
-else
-    fail "policy listener on 127.0.0.1:$RD_POLICY_PORT" "$(cat "$T/out/listener.err")"
-fi
-if start_listener "$T/lmtp-down.toml"; then
-    run pf-down smtp_rcpts "$ALICE"
-    expect "Postfix + policy, remote down: RCPT alice -> 450 4.3.0" 0 "^$ALICE 450 4\.3\.0 .*temporarily unavailable"
-    stop_listener || true
-else
-    fail "policy listener (remote down) on 127.0.0.1:$RD_POLICY_PORT" "$(cat "$T/out/listener.err")"
-fi
+run pf-spawn smtp_rcpts "$ALICE" nosuchuser@example.org bob@example.org
+expect "Postfix + spawn(8) relay + daemon, one session: alice -> 250, nosuchuser -> 550 5.1.1 (the daemon's policy), bob -> 250" 0 \
+    "^$ALICE 250 " \
+    '^nosuchuser@example\.org 550 5\.1\.1 <nosuchuser@example\.org>: Recipient address rejected: user unknown$' \
+    '^bob@example\.org 250 '
+if [[ -n "$restarted" ]]; then kill -KILL "$restarted" 2>/dev/null || true; fi
+for _ in $(seq 100); do [[ -d /proc/$restarted ]] || break; sleep 0.05; done
+run pf-spawn-down smtp_rcpts "$ALICE"
+expect "Postfix + spawn(8) relay, daemon not running: RCPT alice -> 450 4.3.0 (the relay's deferral)" 0 \
+    "^$ALICE 450 4\.3\.0 <$ALICE>: Recipient address rejected: recipient lookup temporarily unavailable$"
 
 # ---------------------------------------------------------------------------------------
 # 9. every program through the installed remote-directoryd, by configuration alone: a
@@ -756,11 +862,6 @@ if start_daemon; then
     run dc-daemon "$DC" -v -c "$RDD/client.toml" -d lmtp rcpt nosuchuser@example.org
     expect "directory-check through the daemon: unknown recipient -> REJECTED with the server's reply" 1 \
         'REJECTED' '550 5\.1\.1'
-    run ps-daemon policy_stdin "$RDD/client.toml" -d lmtp < <(request nosuchuser@example.org; request "$ALICE")
-    if [[ $rc == 0 && "$(sed -n 1p "$T/out/ps-daemon.out")" == action=550* &&
-        "$(sed -n 3p "$T/out/ps-daemon.out")" == action=DUNNO ]]; then
-        ok "policy program through the daemon: unknown -> 550, known -> DUNNO"
-    else fail "policy program through the daemon" "rc=$rc" "$OUT" "$ERR"; fi
     py_daemon() { # Python's ctypes binding on the installed library, through the daemon
         env REMOTE_DIRECTORY_LIB="$L/libremote_directory.so.0.1.0" PYTHONPATH="$ROOT/python" \
             python3 - "$RDD/client.toml" "$ALICE" "$ALICE_PASS" <<'EOF'
