@@ -11,7 +11,7 @@
 #   make clean                remove c-examples/build/ and man/build/ (`make distclean` also runs cargo clean)
 #
 # The programs in c-examples/build/ use the shared library from target/release (through an
-# rpath) and run in place. `make install` relinks them for $(LIBDIR). The PAM module always
+# rpath) and run in place; policy-remote-directory uses none (it relays to remote-directoryd). `make install` relinks them for $(LIBDIR). The PAM module always
 # contains the static library, with its symbols hidden.
 
 PREFIX      ?= /usr/local
