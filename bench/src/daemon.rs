@@ -9,6 +9,9 @@
 //! 3. The remote's connection count under 200 concurrent process-per-login clients, with
 //!    and without the daemon (sampled with ss(8)).
 
+mod cpu;
+
+use cpu::thread_cpu;
 use remote_directory::Directory;
 use std::collections::HashMap;
 use std::io::Write;
@@ -80,6 +83,19 @@ impl Drop for Daemon {
     }
 }
 
+/// The CPU time another process has used so far (user and system, every thread), from
+/// /proc/PID/stat; clock-tick resolution (10 ms), so measure long stretches.
+pub fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let field = |n: usize| -> u64 { after.split(' ').nth(n).unwrap().parse().unwrap() };
+    // utime and stime are fields 14 and 15 of the line; `after` starts at field 3.
+    // SAFETY: sysconf reads a constant of the running system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_nanos((field(11) + field(12)) * 1_000_000_000 / hz)
+}
+
 /// Median and 99th percentile of `samples`, in microseconds.
 fn quantiles(mut samples: Vec<Duration>) -> (f64, f64) {
     samples.sort();
@@ -87,18 +103,21 @@ fn quantiles(mut samples: Vec<Duration>) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
-/// `n` calls of `call`, one after the other, after `warm` unmeasured ones.
-fn time_calls(n: usize, warm: usize, mut call: impl FnMut()) -> Vec<Duration> {
+/// `n` calls of `call`, one after the other, after `warm` unmeasured ones, with the CPU
+/// time this thread spent in them.
+fn time_calls(n: usize, warm: usize, mut call: impl FnMut()) -> (Vec<Duration>, Duration) {
     for _ in 0..warm {
         call();
     }
-    (0..n)
+    let cpu = thread_cpu();
+    let times = (0..n)
         .map(|_| {
             let t = Instant::now();
             call();
             t.elapsed()
         })
-        .collect()
+        .collect();
+    (times, thread_cpu() - cpu)
 }
 
 /// Established TCP connections with 127.0.0.1:`port` now, as ss(8) lists them from the
@@ -236,7 +255,13 @@ fn main() {
             &format!("cache.auth-ttl = \"10m\"\n{pool}")
         ),
         // A warm probe, not a cache hit: the cache is on by default.
-        directory(&env, "lmtp", "lmtp", "RD_LMTP_PORT", "limits.rcpt = 100000\ncache.size = false")
+        directory(
+            &env,
+            "lmtp",
+            "lmtp",
+            "RD_LMTP_PORT",
+            "limits.rcpt = 100000\ncache.size = false"
+        )
     );
     let socket = work.join("socket");
     let daemon_config = work.join("daemon.toml");
@@ -260,11 +285,12 @@ fn main() {
         ),
     )
     .unwrap();
-    let _daemon = Daemon::start(&daemon_bin, &daemon_config, &socket);
+    let daemon = Daemon::start(&daemon_bin, &daemon_config, &socket);
+    let daemon_pid = daemon.child.id();
 
     println!("#### Through the daemon against in process, one thread, {calls} calls each\n");
-    println!("| call | in process: median / p99 (us) | through the daemon: median / p99 (us) | overhead of the median | ratio of medians |");
-    println!("|---|---|---|---|---|");
+    println!("| call | in process: median / p99 (us) | through the daemon: median / p99 (us) | overhead of the median | ratio of medians | CPU per call (us): in process / through the daemon, caller + daemon |");
+    println!("|---|---|---|---|---|---|");
     let local_imap = Directory::open(&direct_config, Some("imap")).unwrap();
     let remote_imap = Directory::open(&client_config, Some("imap")).unwrap();
     let local_lmtp = Directory::open(&direct_config, Some("lmtp")).unwrap();
@@ -286,15 +312,27 @@ fn main() {
         ),
     ] {
         let (mut a, mut b) = (Vec::new(), Vec::new());
+        let (mut a_cpu, mut b_cpu, mut daemon_cpu) =
+            (Duration::ZERO, Duration::ZERO, Duration::ZERO);
         for _ in 0..10 {
-            a.extend(time_calls(calls / 10, 20, || call(local)));
-            b.extend(time_calls(calls / 10, 20, || call(remote)));
+            let (times, cpu) = time_calls(calls / 10, 20, || call(local));
+            a.extend(times);
+            a_cpu += cpu;
+            let before = process_cpu(daemon_pid);
+            let (times, cpu) = time_calls(calls / 10, 20, || call(remote));
+            daemon_cpu += process_cpu(daemon_pid) - before;
+            b.extend(times);
+            b_cpu += cpu;
         }
+        let per_call = |d: Duration| d.as_secs_f64() * 1e6 / (calls / 10 * 10) as f64;
         let ((am, ap), (bm, bp)) = (quantiles(a), quantiles(b));
         rows.push(format!(
-            "| {what} | {am:.1} / {ap:.1} | {bm:.1} / {bp:.1} | {:+.1} us | {:.2}x |",
+            "| {what} | {am:.1} / {ap:.1} | {bm:.1} / {bp:.1} | {:+.1} us | {:.2}x | {:.1} / {:.1} + {:.1} |",
             bm - am,
-            bm / am
+            bm / am,
+            per_call(a_cpu),
+            per_call(b_cpu),
+            per_call(daemon_cpu),
         ));
     }
     for r in rows {

@@ -12,6 +12,7 @@
 //!
 //! Prints Markdown to stdout (and FILE with --out); `--part` runs only some scenarios.
 
+use crate::cpu::thread_cpu;
 use crate::{lib_config, load_env, open, Env, PASS, USER};
 use remote_directory::{Directory, Kind};
 use std::net::IpAddr;
@@ -298,18 +299,6 @@ fn phone(env: &Env, log: &str, d: Duration) -> String {
         "##### phone: one user retries the same wrong password every 100 ms, `cache.auth-negative-ttl = \"5m\"`\n\n\
          | tries | answered REJECTED | reached Dovecot (its log) |\n|---:|---:|---:|\n| {tries} | {rejected} | {reached} |\n\n"
     )
-}
-
-/// This thread's CPU time: what the calls cost the client itself, which other work on the
-/// machine does not inflate the way it inflates wall time.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given; the clock id is a constant.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Wall time and this thread's CPU time spent in one side's calls.
