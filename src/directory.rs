@@ -4,6 +4,7 @@ use crate::cache::Cache;
 use crate::config::{self, normalize_domain, Protocol, Settings, Target};
 use crate::daemon_client::DaemonClient;
 use crate::error::{Error, Kind, Result};
+use crate::pool::Drained;
 use crate::servers::{Reply, Servers};
 use crate::session::{Outcome, Session};
 use crate::stats::{self, DirectoryStats, Op};
@@ -440,9 +441,9 @@ impl Inner {
     }
 
     /// Ends idle sessions politely, with a short bound on each.
-    fn close_idle(&self, sessions: Vec<Session>) {
+    fn close_idle(&self, mut drained: Drained<'_>) {
         let deadline = Instant::now() + Duration::from_secs(1);
-        for mut session in sessions {
+        for mut session in drained.take_sessions() {
             session.set_deadline(deadline);
             session.close();
         }
@@ -454,7 +455,9 @@ impl Drop for Remote {
         if let Some(keeper) = self.keeper.take() {
             keeper.stop(&self.inner.servers);
         }
-        self.inner.close_idle(self.inner.servers.drain_idle());
+        for server in self.inner.servers.iter() {
+            self.inner.close_idle(server.pool().drain_idle());
+        }
     }
 }
 

@@ -208,23 +208,24 @@ impl Pool {
         }
     }
 
-    /// Removes every idle session (at close, or when one turned out stale: its siblings
-    /// were most likely closed by the same server timeout or restart).
-    pub fn drain_idle(&self) -> Vec<Session> {
+    /// Takes every idle session out to be closed (at close, or when one turned out stale: its
+    /// siblings were most likely closed by the same server timeout or restart).
+    pub fn drain_idle(&self) -> Drained<'_> {
         self.drain_idle_since(Instant::now())
     }
 
-    /// Removes the sessions idle since before `cutoff`.
-    pub fn drain_idle_since(&self, cutoff: Instant) -> Vec<Session> {
+    /// Takes out the sessions idle since before `cutoff`, to be closed.
+    pub fn drain_idle_since(&self, cutoff: Instant) -> Drained<'_> {
         let mut state = self.lock();
         let (old, fresh): (Vec<_>, Vec<_>) = std::mem::take(&mut state.idle)
             .into_iter()
             .partition(|(since, _)| *since <= cutoff);
         state.idle = fresh;
-        state.open -= old.len();
-        drop(state);
-        self.freed.notify_all();
-        old.into_iter().map(|(_, session)| session).collect()
+        Drained {
+            pool: self,
+            counted: old.len(),
+            sessions: old.into_iter().map(|(_, session)| session).collect(),
+        }
     }
 
     /// Connections open now (idle and lent out), for tests and statistics.
@@ -234,6 +235,32 @@ impl Pool {
 
     pub fn idle_connections(&self) -> usize {
         self.lock().idle.len()
+    }
+}
+
+/// Idle sessions taken out of the pool to be closed. Their connections count against
+/// `pool.max-connections` until this is dropped, when they are closed: no caller opens a new
+/// one while they still hold the server's sockets.
+pub struct Drained<'a> {
+    pool: &'a Pool,
+    sessions: Vec<Session>,
+    counted: usize,
+}
+
+impl Drained<'_> {
+    /// The sessions, to end politely; those not taken are closed at drop.
+    pub fn take_sessions(&mut self) -> std::vec::Drain<'_, Session> {
+        self.sessions.drain(..)
+    }
+}
+
+impl Drop for Drained<'_> {
+    fn drop(&mut self) {
+        self.sessions.clear();
+        if self.counted > 0 {
+            self.pool.lock().open -= self.counted;
+            self.pool.freed.notify_all();
+        }
     }
 }
 

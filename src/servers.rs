@@ -437,14 +437,6 @@ impl Servers {
     pub fn idle_connections(&self) -> usize {
         self.servers.iter().map(|s| s.pool.idle_connections()).sum()
     }
-
-    /// Every idle session of every server (at close).
-    pub fn drain_idle(&self) -> Vec<Session> {
-        self.servers
-            .iter()
-            .flat_map(|s| s.pool.drain_idle())
-            .collect()
-    }
 }
 
 /// A pooled session idle at least this long is checked (NOOP, within
