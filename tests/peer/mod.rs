@@ -183,10 +183,10 @@ impl Peer {
         lock(&self.shared.logs).len()
     }
 
-    /// The most connections open at the same time, each counted from accept to the end of
-    /// its script. A client that closes one connection and at once opens another may be
-    /// seen with both for a moment (the peer has not read the close yet): this can only
-    /// overcount, so `max_concurrent() <= n` is a sound assertion.
+    /// The most connections open at the same time as the client saw them, taken at each
+    /// accept: a connection counts from its accept until its client closed it (the kernel
+    /// has the FIN) or its script ended. A client that closes one connection and at once
+    /// opens another is not counted twice because the script has not read the close yet.
     pub fn max_concurrent(&self) -> usize {
         self.shared.max_active.load(Ordering::SeqCst)
     }
@@ -303,6 +303,20 @@ impl Drop for Peer {
     }
 }
 
+/// Whether the client has closed its side: the kernel flags the FIN (POLLRDHUP) when it
+/// arrives, before the script has read what came ahead of it.
+fn client_closed(socket: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut poll = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for a socket this peer owns, no wait.
+    let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+    ready > 0 && poll.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>, script: Arc<Script>) {
     while !shared.stop.load(Ordering::SeqCst) {
         let tcp = match listener.accept() {
@@ -313,15 +327,22 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, script: Arc<Script>) 
             }
             Err(_) => continue,
         };
-        let now = shared.active.fetch_add(1, Ordering::SeqCst) + 1;
-        shared.max_active.fetch_max(now, Ordering::SeqCst);
+        shared.active.fetch_add(1, Ordering::SeqCst);
         let log = Arc::new(ConnLog::default());
-        lock(&shared.logs).push(log.clone());
         let _ = tcp.set_nonblocking(false);
         let _ = tcp.set_nodelay(true);
         let _ = tcp.set_write_timeout(Some(PEER_TIMEOUT));
-        if let Ok(clone) = tcp.try_clone() {
-            lock(&shared.sockets).push(clone);
+        {
+            let (mut logs, mut sockets) = (lock(&shared.logs), lock(&shared.sockets));
+            // Open at the client now: scripts still running whose client has not closed.
+            let open = logs
+                .iter()
+                .zip(sockets.iter())
+                .filter(|(log, socket)| !log.ended.load(Ordering::SeqCst) && !client_closed(socket))
+                .count();
+            shared.max_active.fetch_max(open + 1, Ordering::SeqCst);
+            logs.push(log.clone());
+            sockets.push(tcp.try_clone().expect("clone of an accepted socket"));
         }
         let thread = {
             let shared = shared.clone();
