@@ -9,6 +9,7 @@
 
 mod peer;
 
+use peer::dialogue::*;
 use peer::{ca_file_line, server_config, CDirectory, Conn, Peer, PeerError, PeerResult, Validity};
 use remote_directory::ffi::{self, directory_result, directory_result::*};
 use rustls::ServerConfig;
@@ -22,8 +23,6 @@ const ALICE_PASS: &str = "alice-pass-1";
 /// What a call may take beyond its `timeout`: thread scheduling on a loaded 2-core machine
 /// with a dozen calls timing out at once. Measured overruns are 1-20 ms (RELIABILITY.md).
 const MARGIN: Duration = Duration::from_millis(750);
-/// How long a stalling peer waits; far beyond every `timeout` used here.
-const STALL: Duration = Duration::from_secs(20);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
@@ -42,13 +41,17 @@ struct Case {
     script: Script,
 }
 
+/// A case named `"<kind>: <what>"`: the name's prefix is the kind of directory it opens.
 fn case(
     name: &'static str,
-    kind: &'static str,
     op: Op,
     extra: &[&str],
     script: impl Fn(&mut Conn) -> PeerResult + Send + Sync + 'static,
 ) -> Case {
+    let kind = match name.split_once(':') {
+        Some((kind @ ("imap" | "smtp" | "lmtp"), _)) => kind,
+        _ => panic!("case {name:?} does not start with its kind (imap:, smtp: or lmtp:)"),
+    };
     Case {
         name,
         kind,
@@ -194,9 +197,19 @@ fn assert_temporary(outcomes: &[Outcome], within: Duration) {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// Sends `data` one byte at a time, `every` apart.
 fn drip(c: &mut Conn, data: &[u8], every: Duration) -> PeerResult {
     for &b in data {
         c.send_raw(&[b])?;
+        c.pause(every)?;
+    }
+    Ok(())
+}
+
+/// Sends `lines` one at a time, `every` apart.
+fn drip_lines(c: &mut Conn, lines: impl Iterator<Item = String>, every: Duration) -> PeerResult {
+    for line in lines {
+        c.send(&line)?;
         c.pause(every)?;
     }
     Ok(())
@@ -248,209 +261,130 @@ fn connection_refused_is_temporary_at_once() {
 
 #[test]
 fn server_stopping_mid_reply_or_after_its_greeting_is_temporary_never_rejected() {
-    const IMAP_CAPS: &str = "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready";
-    let smtp_hello = |c: &mut Conn, keywords: &[&str]| -> PeerResult {
-        c.send("220 mx.example.org ESMTP")?;
-        c.expect("EHLO")?;
-        let mut lines = vec!["250-mx.example.org".to_string()];
-        for k in keywords {
-            lines.push(format!("250-{k}"));
-        }
-        let last = lines.pop().unwrap().replacen("250-", "250 ", 1);
-        lines.push(last);
-        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-        c.send_lines(&refs)
-    };
+    let imap_greeted = |c: &mut Conn| c.send(IMAP_CAPS);
     let cases = vec![
-        case("imap: greeting cut", "imap", Op::Auth, &[], |c| {
-            c.send_raw(b"* OK [CAPABILITY IMAP4rev1 AUTH=PL")?;
-            c.close();
-            Ok(())
-        }),
-        case("imap: closed after greeting", "imap", Op::Auth, &[], |c| {
-            c.send("* OK ready")?;
-            c.close();
-            Ok(())
-        }),
         case(
-            "imap: closed after greeting with capabilities",
-            "imap",
+            "imap: greeting cut",
             Op::Auth,
             &[],
-            |c| {
-                c.send(IMAP_CAPS)?;
-                c.close();
-                Ok(())
-            },
+            closing_after(at_connect, b"* OK [CAPABILITY IMAP4rev1 AUTH=PL"),
         ),
-        case("imap: capability reply cut", "imap", Op::Auth, &[], |c| {
-            c.send("* OK ready")?;
-            c.expect_imap("CAPABILITY")?;
-            c.send_raw(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\na1 O")?;
-            c.close();
-            Ok(())
-        }),
-        case("imap: auth NO reply cut", "imap", Op::Auth, &[], |c| {
-            c.send(IMAP_CAPS)?;
-            let (tag, _) = c.expect_imap("AUTHENTICATE")?;
+        case(
+            "imap: closed after greeting",
+            Op::Auth,
+            &[],
+            closing_after(at_connect, b"* OK ready\r\n"),
+        ),
+        case(
+            "imap: closed after greeting with capabilities",
+            Op::Auth,
+            &[],
+            closing_after(imap_greeted, b""),
+        ),
+        case(
+            "imap: capability reply cut",
+            Op::Auth,
+            &[],
+            closing_after(
+                imap_to_capability,
+                b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\na1 O",
+            ),
+        ),
+        case("imap: auth NO reply cut", Op::Auth, &[], |c| {
+            let tag = imap_to_auth(c)?;
             c.send_raw(format!("{tag} NO [AUTHENTICATIONFAILED] Authentica").as_bytes())?;
             c.close();
             Ok(())
         }),
         case(
             "imap: closed instead of auth reply",
-            "imap",
             Op::Auth,
             &[],
-            |c| {
-                c.send(IMAP_CAPS)?;
-                c.expect_imap("AUTHENTICATE")?;
-                c.close();
-                Ok(())
-            },
+            closing_after(imap_to_auth, b""),
         ),
         case(
             "imap: untagged lines then closed",
-            "imap",
             Op::Auth,
             &[],
-            |c| {
-                c.send(IMAP_CAPS)?;
-                c.expect_imap("AUTHENTICATE")?;
-                c.send_lines(&["* OK still working", "* NO [ALERT] hm"])?;
-                c.close();
-                Ok(())
-            },
+            closing_after(imap_to_auth, b"* OK still working\r\n* NO [ALERT] hm\r\n"),
         ),
-        case("smtp: greeting cut", "smtp", Op::Rcpt, &[], |c| {
-            c.send_raw(b"220 mx.exam")?;
-            c.close();
-            Ok(())
-        }),
         case(
-            "smtp: multi-line greeting cut",
-            "smtp",
+            "smtp: greeting cut",
             Op::Rcpt,
             &[],
-            |c| {
-                c.send_raw(b"220-mx.example.org\r\n220-more\r\n")?;
-                c.close();
-                Ok(())
-            },
+            closing_after(at_connect, b"220 mx.exam"),
         ),
-        case("smtp: closed after greeting", "smtp", Op::Rcpt, &[], |c| {
-            c.send("220 mx.example.org ESMTP")?;
-            c.close();
-            Ok(())
-        }),
-        case("lmtp: closed after greeting", "lmtp", Op::Rcpt, &[], |c| {
-            c.send("220 mx.example.org LMTP")?;
-            c.close();
-            Ok(())
-        }),
-        case("smtp: EHLO reply cut", "smtp", Op::Auth, &[], |c| {
-            c.send("220 mx.example.org ESMTP")?;
-            c.expect("EHLO")?;
-            c.send_raw(b"250-mx.example.org\r\n250-AUTH PLAIN\r\n250-PIPE")?;
-            c.close();
-            Ok(())
-        }),
         case(
-            "smtp: 535 cut before CRLF",
-            "smtp",
+            "smtp: multi-line greeting cut",
+            Op::Rcpt,
+            &[],
+            closing_after(at_connect, b"220-mx.example.org\r\n220-more\r\n"),
+        ),
+        case(
+            "smtp: closed after greeting",
+            Op::Rcpt,
+            &[],
+            closing_after(|c: &mut Conn| c.send(SMTP_GREETING), b""),
+        ),
+        case(
+            "lmtp: closed after greeting",
+            Op::Rcpt,
+            &[],
+            closing_after(|c: &mut Conn| c.send(LMTP_GREETING), b""),
+        ),
+        case(
+            "smtp: EHLO reply cut",
             Op::Auth,
             &[],
-            move |c| {
-                smtp_hello(c, &["AUTH PLAIN"])?;
-                c.expect("AUTH PLAIN")?;
-                c.send_raw(b"535 5.7.8 Error: authentication failed")?;
-                c.close();
-                Ok(())
-            },
+            closing_after(
+                smtp_to_ehlo,
+                b"250-mx.example.org\r\n250-AUTH PLAIN\r\n250-PIPE",
+            ),
+        ),
+        case(
+            "smtp: 535 cut before CRLF",
+            Op::Auth,
+            &[],
+            closing_after(smtp_to_auth, b"535 5.7.8 Error: authentication failed"),
         ),
         case(
             "smtp: multi-line 535 cut",
-            "smtp",
             Op::Auth,
             &[],
-            move |c| {
-                smtp_hello(c, &["AUTH PLAIN"])?;
-                c.expect("AUTH PLAIN")?;
-                c.send_raw(b"535-5.7.8 Error: authentication failed\r\n")?;
-                c.close();
-                Ok(())
-            },
+            closing_after(smtp_to_auth, b"535-5.7.8 Error: authentication failed\r\n"),
         ),
         case(
             "smtp: closed instead of auth reply",
-            "smtp",
             Op::Auth,
             &[],
-            move |c| {
-                smtp_hello(c, &["AUTH PLAIN"])?;
-                c.expect("AUTH PLAIN")?;
-                c.close();
-                Ok(())
-            },
+            closing_after(smtp_to_auth, b""),
         ),
         case(
             "smtp: 550 cut before CRLF",
-            "smtp",
             Op::Rcpt,
             &[],
-            move |c| {
-                smtp_hello(c, &["PIPELINING"])?;
-                c.expect("MAIL FROM")?;
-                c.expect("RCPT TO")?;
-                c.send_raw(b"250 2.1.0 Ok\r\n550 5.1.1 <alice@example.org>: User unkn")?;
-                c.close();
-                Ok(())
-            },
+            closing_after(
+                smtp_to_rcpt,
+                b"250 2.1.0 Ok\r\n550 5.1.1 <alice@example.org>: User unkn",
+            ),
         ),
         case(
             "smtp: multi-line 550 cut",
-            "smtp",
             Op::Rcpt,
             &[],
-            move |c| {
-                smtp_hello(c, &["PIPELINING"])?;
-                c.expect("MAIL FROM")?;
-                c.expect("RCPT TO")?;
-                c.send_raw(b"250 2.1.0 Ok\r\n550-5.1.1 User unknown\r\n")?;
-                c.close();
-                Ok(())
-            },
+            closing_after(smtp_to_rcpt, b"250 2.1.0 Ok\r\n550-5.1.1 User unknown\r\n"),
         ),
         case(
             "smtp: closed instead of RCPT reply",
-            "smtp",
             Op::Rcpt,
             &[],
-            move |c| {
-                smtp_hello(c, &["PIPELINING"])?;
-                c.expect("MAIL FROM")?;
-                c.expect("RCPT TO")?;
-                c.send("250 2.1.0 Ok")?;
-                c.close();
-                Ok(())
-            },
+            closing_after(smtp_to_rcpt, b"250 2.1.0 Ok\r\n"),
         ),
         case(
             "lmtp: 550 cut before CRLF",
-            "lmtp",
             Op::Rcpt,
             &[],
-            move |c| {
-                c.send("220 mx LMTP")?;
-                c.expect("LHLO")?;
-                c.send("250 mx")?;
-                c.expect("MAIL FROM")?;
-                c.send("250 2.1.0 OK")?;
-                c.expect("RCPT TO")?;
-                c.send_raw(b"550 5.1.1 <alice@example.org> User doesn't")?;
-                c.close();
-                Ok(())
-            },
+            closing_after(lmtp_to_rcpt, b"550 5.1.1 <alice@example.org> User doesn't"),
         ),
     ];
     let outcomes = run_all(cases);
@@ -532,189 +466,169 @@ fn connect_to_a_listener_that_drops_syns_times_out_within_the_timeout() {
     });
 }
 
-/// IMAP up to a TLS session with the peer's certificate (STARTTLS, capabilities again).
-fn imap_to_tls(c: &mut Conn) -> PeerResult {
-    c.send("* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready")?;
-    let (tag, _) = c.expect_imap("STARTTLS")?;
-    c.send(&format!("{tag} OK Begin TLS negotiation now."))?;
-    c.start_tls()?;
-    let (tag, _) = c.expect_imap("CAPABILITY")?;
-    c.send_lines(&[
-        "* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR",
-        &format!("{tag} OK done"),
-    ])
-}
-
-/// SMTP up to the EHLO reply after STARTTLS, offering `keywords` then.
-fn smtp_to_tls(c: &mut Conn, keywords: &[&str]) -> PeerResult {
-    c.send("220 mx.example.org ESMTP")?;
-    c.expect("EHLO")?;
-    c.send_lines(&["250-mx.example.org", "250-PIPELINING", "250 STARTTLS"])?;
-    c.expect("STARTTLS")?;
-    c.send("220 2.0.0 Ready to start TLS")?;
-    c.start_tls()?;
-    c.expect("EHLO")?;
-    let mut lines = vec!["250-mx.example.org".to_string()];
-    lines.extend(keywords.iter().map(|k| format!("250-{k}")));
-    let last = lines.pop().unwrap().replacen("250-", "250 ", 1);
-    lines.push(last);
-    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-    c.send_lines(&refs)
-}
-
 #[test]
 fn a_stall_at_every_step_is_temporary_within_the_timeout() {
     let ca = ca_file_line();
     let t = ["timeout = \"1s\"", ca.as_str()];
     let ti = ["timeout = \"1s\"", ca.as_str(), "tls.implicit = true"];
     let cases = vec![
-        case("imap: greeting", "imap", Op::Auth, &t, |c| c.stall(STALL)),
-        case("imap: implicit TLS handshake", "imap", Op::Auth, &ti, |c| {
-            c.stall(STALL)
-        }),
-        case("imap: CAPABILITY reply", "imap", Op::Auth, &t, |c| {
-            c.send("* OK ready")?;
-            c.expect_imap("CAPABILITY")?;
-            c.stall(STALL)
-        }),
-        case("imap: STARTTLS reply", "imap", Op::Auth, &t, |c| {
-            c.send("* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready")?;
-            c.expect_imap("STARTTLS")?;
-            c.stall(STALL)
-        }),
+        case("imap: greeting", Op::Auth, &t, stalling_after(at_connect)),
         case(
-            "imap: TLS handshake after STARTTLS",
-            "imap",
+            "imap: implicit TLS handshake",
+            Op::Auth,
+            &ti,
+            stalling_after(at_connect),
+        ),
+        case(
+            "imap: CAPABILITY reply",
             Op::Auth,
             &t,
-            |c| {
-                c.send("* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready")?;
-                let (tag, _) = c.expect_imap("STARTTLS")?;
-                c.send(&format!("{tag} OK Begin TLS negotiation now."))?;
-                c.stall(STALL)
-            },
+            stalling_after(imap_to_capability),
+        ),
+        case(
+            "imap: STARTTLS reply",
+            Op::Auth,
+            &t,
+            stalling_after(imap_to_starttls),
+        ),
+        case(
+            "imap: TLS handshake after STARTTLS",
+            Op::Auth,
+            &t,
+            stalling_after(imap_at_handshake),
         ),
         case(
             "imap: CAPABILITY reply after TLS",
-            "imap",
             Op::Auth,
             &t,
-            |c| {
-                c.send("* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready")?;
-                let (tag, _) = c.expect_imap("STARTTLS")?;
-                c.send(&format!("{tag} OK Begin TLS negotiation now."))?;
+            stalling_after(|c: &mut Conn| {
+                imap_at_handshake(c)?;
                 c.start_tls()?;
-                c.expect_imap("CAPABILITY")?;
-                c.stall(STALL)
-            },
+                c.expect_imap("CAPABILITY")
+            }),
         ),
-        case("imap: auth reply (TLS)", "imap", Op::Auth, &t, |c| {
-            imap_to_tls(c)?;
-            c.expect_imap("AUTHENTICATE PLAIN")?;
-            c.stall(STALL)
-        }),
-        case("imap: continuation request", "imap", Op::Auth, &t, |c| {
-            c.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready")?;
-            c.expect_imap("AUTHENTICATE PLAIN")?;
-            c.stall(STALL)
-        }),
-        case("imap: LOGIN reply", "imap", Op::Auth, &t, |c| {
-            c.send("* OK [CAPABILITY IMAP4rev1] ready")?;
-            c.expect_imap("LOGIN")?;
-            c.stall(STALL)
-        }),
-        case("smtp: greeting", "smtp", Op::Auth, &t, |c| c.stall(STALL)),
-        case("smtp: implicit TLS handshake", "smtp", Op::Auth, &ti, |c| {
-            c.stall(STALL)
-        }),
-        case("smtp: multi-line greeting", "smtp", Op::Rcpt, &t, |c| {
-            c.send("220-mx.example.org ESMTP")?;
-            c.stall(STALL)
-        }),
-        case("smtp: EHLO reply", "smtp", Op::Rcpt, &t, |c| {
-            c.send("220 mx.example.org ESMTP")?;
-            c.expect("EHLO")?;
-            c.stall(STALL)
-        }),
-        case("lmtp: LHLO reply", "lmtp", Op::Rcpt, &t, |c| {
-            c.send("220 mx.example.org LMTP")?;
-            c.expect("LHLO")?;
-            c.stall(STALL)
-        }),
-        case("smtp: STARTTLS reply", "smtp", Op::Auth, &t, |c| {
-            c.send("220 mx.example.org ESMTP")?;
-            c.expect("EHLO")?;
-            c.send_lines(&["250-mx.example.org", "250 STARTTLS"])?;
-            c.expect("STARTTLS")?;
-            c.stall(STALL)
-        }),
+        case(
+            "imap: auth reply (TLS)",
+            Op::Auth,
+            &t,
+            stalling_after(|c: &mut Conn| {
+                imap_to_tls(c)?;
+                c.expect_imap("AUTHENTICATE PLAIN")
+            }),
+        ),
+        // Without SASL-IR: the client waits for the continuation request.
+        case(
+            "imap: continuation request",
+            Op::Auth,
+            &t,
+            stalling_after(|c: &mut Conn| {
+                c.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready")?;
+                c.expect_imap("AUTHENTICATE PLAIN")
+            }),
+        ),
+        case(
+            "imap: LOGIN reply",
+            Op::Auth,
+            &t,
+            stalling_after(|c: &mut Conn| {
+                c.send("* OK [CAPABILITY IMAP4rev1] ready")?;
+                c.expect_imap("LOGIN")
+            }),
+        ),
+        case("smtp: greeting", Op::Auth, &t, stalling_after(at_connect)),
+        case(
+            "smtp: implicit TLS handshake",
+            Op::Auth,
+            &ti,
+            stalling_after(at_connect),
+        ),
+        case(
+            "smtp: multi-line greeting",
+            Op::Rcpt,
+            &t,
+            stalling_after(|c: &mut Conn| c.send("220-mx.example.org ESMTP")),
+        ),
+        case(
+            "smtp: EHLO reply",
+            Op::Rcpt,
+            &t,
+            stalling_after(smtp_to_ehlo),
+        ),
+        case(
+            "lmtp: LHLO reply",
+            Op::Rcpt,
+            &t,
+            stalling_after(lmtp_to_lhlo),
+        ),
+        case(
+            "smtp: STARTTLS reply",
+            Op::Auth,
+            &t,
+            stalling_after(|c: &mut Conn| {
+                smtp_hello(c, &["STARTTLS"])?;
+                c.expect("STARTTLS")
+            }),
+        ),
         case(
             "smtp: TLS handshake after STARTTLS",
-            "smtp",
             Op::Auth,
             &t,
-            |c| {
-                c.send("220 mx.example.org ESMTP")?;
-                c.expect("EHLO")?;
-                c.send_lines(&["250-mx.example.org", "250 STARTTLS"])?;
-                c.expect("STARTTLS")?;
-                c.send("220 2.0.0 Ready to start TLS")?;
-                c.stall(STALL)
-            },
+            stalling_after(|c: &mut Conn| smtp_at_handshake(c, &["STARTTLS"])),
         ),
-        case("smtp: EHLO reply after TLS", "smtp", Op::Auth, &t, |c| {
-            c.send("220 mx.example.org ESMTP")?;
-            c.expect("EHLO")?;
-            c.send_lines(&["250-mx.example.org", "250 STARTTLS"])?;
-            c.expect("STARTTLS")?;
-            c.send("220 2.0.0 Ready to start TLS")?;
-            c.start_tls()?;
-            c.expect("EHLO")?;
-            c.stall(STALL)
-        }),
-        case("smtp: AUTH reply (TLS)", "smtp", Op::Auth, &t, |c| {
-            smtp_to_tls(c, &["AUTH PLAIN LOGIN"])?;
-            c.expect("AUTH PLAIN")?;
-            c.stall(STALL)
-        }),
+        case(
+            "smtp: EHLO reply after TLS",
+            Op::Auth,
+            &t,
+            stalling_after(|c: &mut Conn| {
+                smtp_at_handshake(c, &["STARTTLS"])?;
+                c.start_tls()?;
+                c.expect("EHLO")
+            }),
+        ),
+        case(
+            "smtp: AUTH reply (TLS)",
+            Op::Auth,
+            &t,
+            stalling_after(|c: &mut Conn| {
+                smtp_to_tls(c, &["AUTH PLAIN LOGIN"])?;
+                c.expect("AUTH PLAIN")
+            }),
+        ),
         case(
             "smtp: AUTH LOGIN challenge (TLS)",
-            "smtp",
             Op::Auth,
             &t,
-            |c| {
+            stalling_after(|c: &mut Conn| {
                 smtp_to_tls(c, &["AUTH LOGIN"])?;
-                c.expect("AUTH LOGIN")?;
-                c.stall(STALL)
-            },
+                c.expect("AUTH LOGIN")
+            }),
         ),
         case(
             "smtp: MAIL reply (no pipelining)",
-            "smtp",
             Op::Rcpt,
             &t,
-            |c| {
+            stalling_after(|c: &mut Conn| {
                 smtp_to_tls(c, &["8BITMIME"])?;
-                c.expect("MAIL FROM")?;
-                c.stall(STALL)
-            },
+                c.expect("MAIL FROM")
+            }),
         ),
-        case("smtp: RCPT reply (TLS)", "smtp", Op::Rcpt, &t, |c| {
-            smtp_to_tls(c, &["PIPELINING"])?;
-            c.expect("MAIL FROM")?;
-            c.expect("RCPT TO")?;
-            c.send("250 2.1.0 Ok")?;
-            c.stall(STALL)
-        }),
-        case("lmtp: RCPT reply", "lmtp", Op::Rcpt, &t, |c| {
-            c.send("220 mx.example.org LMTP")?;
-            c.expect("LHLO")?;
-            c.send("250 mx.example.org")?;
-            c.expect("MAIL FROM")?;
-            c.send("250 2.1.0 OK")?;
-            c.expect("RCPT TO")?;
-            c.stall(STALL)
-        }),
+        case(
+            "smtp: RCPT reply (TLS)",
+            Op::Rcpt,
+            &t,
+            stalling_after(|c: &mut Conn| {
+                smtp_to_tls(c, &["PIPELINING"])?;
+                c.expect("MAIL FROM")?;
+                c.expect("RCPT TO")?;
+                c.send("250 2.1.0 Ok")
+            }),
+        ),
+        case(
+            "lmtp: RCPT reply",
+            Op::Rcpt,
+            &t,
+            stalling_after(lmtp_to_rcpt),
+        ),
     ];
     let outcomes = run_all(cases);
     assert_temporary(&outcomes, Duration::from_secs(1) + MARGIN);
@@ -736,11 +650,7 @@ fn a_stall_at_every_step_is_temporary_within_the_timeout() {
 fn a_stall_on_a_reused_connection_is_bounded_by_the_new_calls_deadline() {
     // The first probe is answered; the second, on the same idle connection, never is.
     let peer = Peer::start(|c| {
-        c.send("220 mx.example.org ESMTP")?;
-        c.expect("EHLO")?;
-        c.send_lines(&["250-mx.example.org", "250 PIPELINING"])?;
-        c.expect("MAIL FROM")?;
-        c.expect("RCPT TO")?;
+        smtp_to_rcpt(c)?;
         c.send_lines(&["250 2.1.0 Ok", "250 2.1.5 Ok"])?;
         c.expect("RCPT TO")?;
         c.stall(STALL)
@@ -769,106 +679,76 @@ fn a_stall_on_a_reused_connection_is_bounded_by_the_new_calls_deadline() {
 #[test]
 fn a_slow_drip_is_cut_by_the_call_deadline_not_only_per_read() {
     let t2 = ["timeout = \"2s\""];
+    let ms = Duration::from_millis;
     let cases = vec![
         case(
             "imap: greeting, 1 byte / 250 ms",
-            "imap",
             Op::Auth,
             &t2,
-            |c| {
+            stalling_after(move |c: &mut Conn| {
                 drip(
                     c,
                     b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] Dovecot ready.\r\n",
-                    Duration::from_millis(250),
-                )?;
-                c.stall(STALL)
-            },
+                    ms(250),
+                )
+            }),
         ),
+        // Each byte comes well within any per-read timeout of 2 s.
         case(
             "smtp: greeting, 1 byte / 1000 ms",
-            "smtp",
             Op::Rcpt,
             &t2,
-            |c| {
-                // Each byte comes well within any per-read timeout of 2 s.
-                drip(
-                    c,
-                    b"220 mx.example.org ESMTP\r\n",
-                    Duration::from_millis(1000),
-                )?;
-                c.stall(STALL)
-            },
+            stalling_after(move |c: &mut Conn| drip(c, b"220 mx.example.org ESMTP\r\n", ms(1000))),
         ),
         case(
             "smtp: EHLO lines, 1 line / 400 ms",
-            "smtp",
             Op::Rcpt,
             &t2,
-            |c| {
-                c.send("220 mx.example.org ESMTP")?;
-                c.expect("EHLO")?;
-                for i in 0..100 {
-                    c.send(&format!("250-X-KEYWORD-{i}"))?;
-                    c.pause(Duration::from_millis(400))?;
-                }
-                c.stall(STALL)
-            },
+            stalling_after(move |c: &mut Conn| {
+                smtp_to_ehlo(c)?;
+                drip_lines(c, (0..100).map(|i| format!("250-X-KEYWORD-{i}")), ms(400))
+            }),
         ),
         case(
             "imap: untagged lines, 1 / 300 ms",
-            "imap",
             Op::Auth,
             &t2,
-            |c| {
-                c.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready")?;
-                c.expect_imap("AUTHENTICATE")?;
-                for _ in 0..100 {
-                    c.send("* OK still thinking")?;
-                    c.pause(Duration::from_millis(300))?;
-                }
-                c.stall(STALL)
-            },
+            stalling_after(move |c: &mut Conn| {
+                imap_to_auth(c)?;
+                drip_lines(
+                    c,
+                    (0..100).map(|_| "* OK still thinking".to_owned()),
+                    ms(300),
+                )
+            }),
         ),
         case(
             "lmtp: RCPT reply, 1 byte / 200 ms",
-            "lmtp",
             Op::Rcpt,
             &t2,
-            |c| {
-                c.send("220 mx.example.org LMTP")?;
-                c.expect("LHLO")?;
-                c.send("250 mx.example.org")?;
-                c.expect("MAIL FROM")?;
-                c.send("250 2.1.0 OK")?;
-                c.expect("RCPT TO")?;
-                drip(
-                    c,
-                    b"250 2.1.5 OK, after a long think\r\n",
-                    Duration::from_millis(200),
-                )?;
-                c.stall(STALL)
-            },
+            stalling_after(move |c: &mut Conn| {
+                lmtp_to_rcpt(c)?;
+                drip(c, b"250 2.1.5 OK, after a long think\r\n", ms(200))
+            }),
         ),
         case(
             "smtp: every step 700 ms (3 steps > 2 s)",
-            "smtp",
             Op::Rcpt,
             &t2,
-            |c| {
-                let step = Duration::from_millis(700);
+            stalling_after(move |c: &mut Conn| {
+                let step = ms(700);
                 c.pause(step)?;
-                c.send("220 mx.example.org ESMTP")?;
+                c.send(SMTP_GREETING)?;
                 c.expect("EHLO")?;
                 c.pause(step)?;
-                c.send_lines(&["250-mx.example.org", "250 8BITMIME"])?;
+                smtp_ehlo_reply(c, &["8BITMIME"])?;
                 c.expect("MAIL FROM")?;
                 c.pause(step)?;
                 c.send("250 2.1.0 Ok")?;
                 c.expect("RCPT TO")?;
                 c.pause(step)?;
-                c.send("250 2.1.5 Ok")?;
-                c.stall(STALL)
-            },
+                c.send("250 2.1.5 Ok")
+            }),
         ),
     ];
     let outcomes = run_all(cases);
@@ -889,42 +769,29 @@ fn a_slow_drip_is_cut_by_the_call_deadline_not_only_per_read() {
 #[test]
 fn invalid_utf8_nul_and_escapes_in_replies_leave_a_clean_c_string() {
     let cases = vec![
-        case(
-            "imap: NUL and 0xff in the greeting",
-            "imap",
-            Op::Auth,
-            &[],
-            |c| {
-                c.send_raw(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] \xff\xfe\0\x1b[2J\x07 ready\r\n")?;
-                let (tag, _) = c.expect_imap("AUTHENTICATE")?;
-                c.send_raw(format!("{tag} NO [UNAVAILABLE] \u{0}").as_bytes())?;
-                c.send_raw(b"\xc3\x28\xa0\xa1 \x1b]0;owned\x07 bad\rtext\r\n")?;
-                c.expect_imap("LOGOUT").map(|_| ())
-            },
-        ),
+        case("imap: NUL and 0xff in the greeting", Op::Auth, &[], |c| {
+            c.send_raw(
+                b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] \xff\xfe\0\x1b[2J\x07 ready\r\n",
+            )?;
+            let (tag, _) = c.expect_imap("AUTHENTICATE")?;
+            c.send_raw(format!("{tag} NO [UNAVAILABLE] \u{0}").as_bytes())?;
+            c.send_raw(b"\xc3\x28\xa0\xa1 \x1b]0;owned\x07 bad\rtext\r\n")?;
+            c.expect_imap("LOGOUT").map(|_| ())
+        }),
         case(
             "imap: binary garbage greeting",
-            "imap",
             Op::Auth,
             &[],
-            |c| {
-                c.send_raw(b"\0\0\0\xff\xfe\x00garbage\x1b[31m\r\n")?;
-                c.stall(STALL)
-            },
+            stalling_after_reply(at_connect, b"\0\0\0\xff\xfe\x00garbage\x1b[31m\r\n"),
         ),
         case(
             "smtp: binary garbage greeting",
-            "smtp",
             Op::Rcpt,
             &[],
-            |c| {
-                c.send_raw(b"\xff\xfe\0\0 220 hello\x1b[0m\r\n")?;
-                c.stall(STALL)
-            },
+            stalling_after_reply(at_connect, b"\xff\xfe\0\0 220 hello\x1b[0m\r\n"),
         ),
-        case("smtp: NUL in the EHLO reply", "smtp", Op::Rcpt, &[], |c| {
-            c.send("220 mx.example.org ESMTP")?;
-            c.expect("EHLO")?;
+        case("smtp: NUL in the EHLO reply", Op::Rcpt, &[], |c| {
+            smtp_to_ehlo(c)?;
             c.send_raw(b"250-mx\0.example.org\r\n250-PIPE\0LINING\xff\r\n250 8BIT\x1bMIME\r\n")?;
             c.expect("MAIL FROM")?;
             c.send_raw(b"451 4.3.0 \xff\xfe\0 try \x1b[5mlater\r\n")?;
@@ -932,47 +799,26 @@ fn invalid_utf8_nul_and_escapes_in_replies_leave_a_clean_c_string() {
         }),
         case(
             "smtp: 454 with bad bytes to AUTH",
-            "smtp",
             Op::Auth,
             &[],
-            |c| {
-                c.send("220 mx.example.org ESMTP")?;
-                c.expect("EHLO")?;
-                c.send_lines(&["250-mx.example.org", "250 AUTH PLAIN"])?;
-                c.expect("AUTH PLAIN")?;
-                c.send_raw(b"454-4.7.0 \xe2\x28\xa1\0\r\n454 4.7.0 \x7f\x1b[H\r\n")?;
-                c.stall(STALL)
-            },
+            stalling_after_reply(
+                smtp_to_auth,
+                b"454-4.7.0 \xe2\x28\xa1\0\r\n454 4.7.0 \x7f\x1b[H\r\n",
+            ),
         ),
     ];
     let outcomes = run_all(cases);
     assert_temporary(&outcomes, Duration::from_secs(5) + MARGIN);
     // The same bytes in replies that decide: REJECTED, and still a clean message.
     let cases = vec![
-        case("imap: NO with bad bytes", "imap", Op::Auth, &[], |c| {
-            c.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready")?;
-            let (tag, _) = c.expect_imap("AUTHENTICATE")?;
+        case("imap: NO with bad bytes", Op::Auth, &[], |c| {
+            let tag = imap_to_auth(c)?;
             c.send_raw(format!("{tag} NO [AUTHENTICATIONFAILED] \u{0}\u{1b}[31m").as_bytes())?;
             c.send_raw(b" \xff\xfe\xc0\xaf fail\r\n")?;
             c.stall(STALL)
         }),
-        case("smtp: 550 with bad bytes", "smtp", Op::Rcpt, &[], |c| {
-            c.send("220 mx.example.org ESMTP")?;
-            c.expect("EHLO")?;
-            c.send_lines(&["250-mx.example.org", "250 PIPELINING"])?;
-            c.expect("MAIL FROM")?;
-            c.expect("RCPT TO")?;
-            c.send_raw(b"250 2.1.0 Ok\r\n550-5.1.1 \0\xff\xfe\r\n550 5.1.1 \x1b[2J\x08\x08 unknown \xed\xa0\x80\r\n")?;
-            c.stall(STALL)
-        }),
-        case("smtp: 535 with bad bytes", "smtp", Op::Auth, &[], |c| {
-            c.send("220 mx.example.org ESMTP")?;
-            c.expect("EHLO")?;
-            c.send_lines(&["250-mx.example.org", "250 AUTH PLAIN"])?;
-            c.expect("AUTH PLAIN")?;
-            c.send_raw(b"535 5.7.8 \0\0\xf8\x88\x80\x80\x80 \x1b[1mno\r\n")?;
-            c.stall(STALL)
-        }),
+        case("smtp: 550 with bad bytes", Op::Rcpt, &[], stalling_after_reply(smtp_to_rcpt, b"250 2.1.0 Ok\r\n550-5.1.1 \0\xff\xfe\r\n550 5.1.1 \x1b[2J\x08\x08 unknown \xed\xa0\x80\r\n")),
+        case("smtp: 535 with bad bytes", Op::Auth, &[], stalling_after_reply(smtp_to_auth, b"535 5.7.8 \0\0\xf8\x88\x80\x80\x80 \x1b[1mno\r\n")),
     ];
     for o in run_all(cases) {
         let message = o.message();
@@ -996,9 +842,7 @@ fn smtp_serve_after_tls(c: &mut Conn) -> PeerResult {
             .unwrap_or_default()
             .to_ascii_uppercase();
         match verb.as_str() {
-            "EHLO" | "LHLO" => {
-                c.send_lines(&["250-mx.example.org", "250-PIPELINING", "250 AUTH PLAIN"])?
-            }
+            "EHLO" | "LHLO" => smtp_ehlo_reply(c, &["PIPELINING", "AUTH PLAIN"])?,
             "AUTH" => c.send("235 2.7.0 Authentication successful")?,
             "QUIT" => return c.send("221 2.0.0 Bye"),
             _ => c.send("250 2.0.0 Ok")?,
@@ -1009,11 +853,7 @@ fn smtp_serve_after_tls(c: &mut Conn) -> PeerResult {
 /// SMTP with STARTTLS whose handshake uses `config`.
 fn smtp_starttls_with(config: Arc<ServerConfig>) -> impl Fn(&mut Conn) -> PeerResult {
     move |c| {
-        c.send("220 mx.example.org ESMTP")?;
-        c.expect("EHLO")?;
-        c.send_lines(&["250-mx.example.org", "250-STARTTLS", "250 AUTH PLAIN"])?;
-        c.expect("STARTTLS")?;
-        c.send("220 2.0.0 Ready to start TLS")?;
+        smtp_at_handshake(c, &["STARTTLS", "AUTH PLAIN"])?;
         match c.start_tls_with(config.clone()) {
             Ok(()) => smtp_serve_after_tls(c),
             // The client refused the certificate: the test checks that it sent nothing.
@@ -1031,7 +871,7 @@ fn imap_implicit_with(config: Arc<ServerConfig>) -> impl Fn(&mut Conn) -> PeerRe
             Err(PeerError::Tls(_)) | Err(PeerError::Closed) => return Ok(()),
             Err(e) => return Err(e),
         }
-        c.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready")?;
+        c.send(IMAP_CAPS)?;
         loop {
             let line = c.next_line()?;
             let tag = line.split(' ').next().unwrap_or_default().to_owned();
@@ -1041,6 +881,12 @@ fn imap_implicit_with(config: Arc<ServerConfig>) -> impl Fn(&mut Conn) -> PeerRe
             c.send(&format!("{tag} OK Logged in"))?;
         }
     }
+}
+
+/// SMTP up to the client's ClientHello after STARTTLS (waits up to 5 s for it).
+fn client_hello_after_starttls(c: &mut Conn) -> PeerResult<bool> {
+    smtp_at_handshake(c, &["STARTTLS"])?;
+    c.data_within(Duration::from_secs(5))
 }
 
 #[test]
@@ -1056,95 +902,69 @@ fn tls_failures_are_temporary_and_send_no_credentials() {
     let cases = vec![
         case(
             "smtp: certificate for another host",
-            "smtp",
             Op::Auth,
             &with_ca,
             smtp_starttls_with(other()),
         ),
         case(
             "imap: certificate for another host",
-            "imap",
             Op::Auth,
             &implicit,
             imap_implicit_with(other()),
         ),
         case(
             "smtp: expired certificate",
-            "smtp",
             Op::Auth,
             &with_ca,
             smtp_starttls_with(expired()),
         ),
         case(
             "imap: expired certificate",
-            "imap",
             Op::Auth,
             &implicit,
             imap_implicit_with(expired()),
         ),
         case(
             "smtp: certificate not yet valid",
-            "smtp",
             Op::Auth,
             &with_ca,
             smtp_starttls_with(future()),
         ),
         case(
             "smtp: unknown CA (no tls.ca-file)",
-            "smtp",
             Op::Auth,
             &no_ca,
             smtp_starttls_with(local()),
         ),
         case(
             "imap: unknown CA (no tls.ca-file)",
-            "imap",
             Op::Auth,
             &["tls.implicit = true"],
             imap_implicit_with(local()),
         ),
         case(
             "smtp: fatal alert instead of a handshake",
-            "smtp",
             Op::Auth,
             &with_ca,
-            |c| {
-                c.send("220 mx.example.org ESMTP")?;
-                c.expect("EHLO")?;
-                c.send_lines(&["250-mx.example.org", "250 STARTTLS"])?;
-                c.expect("STARTTLS")?;
-                c.send("220 2.0.0 Ready to start TLS")?;
-                // After the ClientHello: a fatal handshake_failure alert record.
-                c.data_within(Duration::from_secs(5))?;
-                c.send_raw(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28])?;
-                c.stall(STALL)
-            },
+            // After the ClientHello: a fatal handshake_failure alert record.
+            stalling_after_reply(
+                client_hello_after_starttls,
+                &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28],
+            ),
         ),
         case(
             "smtp: connection closed in the handshake",
-            "smtp",
             Op::Rcpt,
             &with_ca,
-            |c| {
-                c.send("220 mx.example.org ESMTP")?;
-                c.expect("EHLO")?;
-                c.send_lines(&["250-mx.example.org", "250 STARTTLS"])?;
-                c.expect("STARTTLS")?;
-                c.send("220 2.0.0 Ready to start TLS")?;
-                c.data_within(Duration::from_secs(5))?;
-                c.close();
-                Ok(())
-            },
+            closing_after(client_hello_after_starttls, b""),
         ),
         case(
             "imap: plain text instead of implicit TLS",
-            "imap",
             Op::Auth,
             &implicit,
-            |c| {
-                c.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] plain text server")?;
-                c.stall(STALL)
-            },
+            stalling_after(|c: &mut Conn| {
+                c.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] plain text server")
+            }),
         ),
     ];
     let outcomes = run_all(cases);
@@ -1181,14 +1001,12 @@ fn tls_failures_are_temporary_and_send_no_credentials() {
     let cases = vec![
         case(
             "smtp: another host, verification off",
-            "smtp",
             Op::Auth,
             &dangerous,
             smtp_starttls_with(other()),
         ),
         case(
             "imap: expired, verification off",
-            "imap",
             Op::Auth,
             &dangerous_implicit,
             imap_implicit_with(expired()),

@@ -11,6 +11,7 @@
 
 mod peer;
 
+use peer::dialogue::{at_connect, imap_to_auth, imap_to_capability, lmtp_to_rcpt, smtp_to_ehlo};
 use peer::{CDirectory, Conn, Peer, PeerResult};
 use remote_directory::ffi::directory_result::*;
 use std::time::{Duration, Instant};
@@ -39,6 +40,8 @@ struct Measure {
     took: Duration,
     /// Bytes the peer wrote before it saw the client close.
     peer_sent: usize,
+    /// The most `peer_sent` may be.
+    peer_sent_limit: usize,
     rss_growth_kb: u64,
     message: String,
 }
@@ -59,12 +62,34 @@ fn flood(c: &mut Conn, unit: &[u8], batch: usize) -> PeerResult {
     Ok(())
 }
 
+/// A script: `dialogue`, then `start` (raw bytes, may be empty), then a [`flood`] of `unit`.
+fn flooding_after<T>(
+    dialogue: impl Fn(&mut Conn) -> PeerResult<T> + Send + Sync + 'static,
+    start: &'static [u8],
+    unit: Vec<u8>,
+    batch: usize,
+) -> impl Fn(&mut Conn) -> PeerResult + Send + Sync + 'static {
+    move |c| {
+        dialogue(c)?;
+        c.send_raw(start)?;
+        flood(c, &unit, batch)
+    }
+}
+
+/// Runs one case named `"<kind>: <what>"` against a peer running `script`: an IMAP case
+/// authenticates, an SMTP or LMTP case probes a recipient. `peer_sent_limit` follows from
+/// the client's limits (see the test).
 fn measure(
     name: &'static str,
-    kind: &str,
-    rcpt: bool,
+    peer_sent_limit: usize,
     script: impl Fn(&mut Conn) -> PeerResult + Send + Sync + 'static,
 ) -> Measure {
+    let kind = name.split_once(':').map_or(name, |(kind, _)| kind);
+    let rcpt = match kind {
+        "imap" => false,
+        "smtp" | "lmtp" => true,
+        _ => panic!("case {name:?} does not start with its kind (imap:, smtp: or lmtp:)"),
+    };
     let peer = Peer::start(script);
     let dir = CDirectory::open(kind, &peer, &["timeout = \"10s\""]);
     // Warm up code paths (TLS roots, thread-locals) outside the measured window.
@@ -86,6 +111,7 @@ fn measure(
         name,
         took,
         peer_sent: peer.bytes_sent(0),
+        peer_sent_limit,
         rss_growth_kb: peak.saturating_sub(rss_before),
         message,
     }
@@ -93,75 +119,91 @@ fn measure(
 
 #[test]
 fn endless_lines_and_replies_are_bounded_in_bytes_time_and_memory() {
+    // Bounds on what the client takes follow from its limits: 8 KiB per line, 128 lines or
+    // 16 KiB of text per SMTP reply, 1000 untagged lines per IMAP reply, 64 KiB per skipped
+    // literal; plus two batches in flight.
+    let literal = [
+        &b"* 1 FETCH (BODY[] {61440}\r\n"[..],
+        &[b'L'; 61440],
+        b")\r\n",
+    ]
+    .concat();
     let results = vec![
-        measure("imap: endless greeting line", "imap", false, |c| {
-            c.send_raw(b"* OK ")?;
-            flood(c, b"x", 1024)
-        }),
-        measure("smtp: endless greeting line", "smtp", true, |c| {
-            c.send_raw(b"220 ")?;
-            flood(c, b"y", 1024)
-        }),
-        measure("smtp: endless multi-line greeting", "smtp", true, |c| {
-            flood(c, b"220-mx.example.org ESMTP and more and more\r\n", 1024)
-        }),
-        measure("smtp: endless multi-line EHLO reply", "smtp", true, |c| {
-            c.send("220 mx.example.org ESMTP")?;
-            c.expect("EHLO")?;
-            flood(c, b"250-X-KEYWORD-WITH-A-LONG-NAME\r\n", 1024)
-        }),
+        measure(
+            "imap: endless greeting line",
+            16 << 10,
+            flooding_after(at_connect, b"* OK ", b"x".to_vec(), 1024),
+        ),
+        measure(
+            "smtp: endless greeting line",
+            16 << 10,
+            flooding_after(at_connect, b"220 ", b"y".to_vec(), 1024),
+        ),
+        measure(
+            "smtp: endless multi-line greeting",
+            16 << 10,
+            flooding_after(
+                at_connect,
+                b"",
+                b"220-mx.example.org ESMTP and more and more\r\n".to_vec(),
+                1024,
+            ),
+        ),
+        measure(
+            "smtp: endless multi-line EHLO reply",
+            16 << 10,
+            flooding_after(
+                smtp_to_ehlo,
+                b"",
+                b"250-X-KEYWORD-WITH-A-LONG-NAME\r\n".to_vec(),
+                1024,
+            ),
+        ),
         measure(
             "smtp: multi-line reply of 8000-byte lines",
-            "smtp",
-            true,
-            |c| {
-                c.send("220 mx.example.org ESMTP")?;
-                c.expect("EHLO")?;
-                let mut line = b"250-".to_vec();
-                line.extend(std::iter::repeat_n(b'k', 8000));
-                line.extend_from_slice(b"\r\n");
-                flood(c, &line, 1)
-            },
+            48 << 10,
+            flooding_after(
+                smtp_to_ehlo,
+                b"",
+                [&b"250-"[..], &[b'k'; 8000], b"\r\n"].concat(),
+                1,
+            ),
         ),
-        measure("lmtp: endless RCPT reply", "lmtp", true, |c| {
-            c.send("220 mx.example.org LMTP")?;
-            c.expect("LHLO")?;
-            c.send("250 mx.example.org")?;
-            c.expect("MAIL FROM")?;
-            c.send("250 2.1.0 OK")?;
-            c.expect("RCPT TO")?;
-            flood(c, b"250-still checking\r\n", 1024)
-        }),
-        measure("imap: endless untagged lines", "imap", false, |c| {
-            c.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready")?;
-            c.expect_imap("AUTHENTICATE")?;
-            flood(c, b"* OK still thinking\r\n", 1024)
-        }),
+        measure(
+            "lmtp: endless RCPT reply",
+            16 << 10,
+            flooding_after(lmtp_to_rcpt, b"", b"250-still checking\r\n".to_vec(), 1024),
+        ),
+        measure(
+            "imap: endless untagged lines",
+            32 << 10,
+            flooding_after(imap_to_auth, b"", b"* OK still thinking\r\n".to_vec(), 1024),
+        ),
         measure(
             "imap: endless untagged 60 KiB literals",
-            "imap",
-            false,
-            |c| {
-                c.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready")?;
-                c.expect_imap("AUTHENTICATE")?;
-                let mut unit = b"* 1 FETCH (BODY[] {61440}\r\n".to_vec();
-                unit.extend(std::iter::repeat_n(b'L', 61440));
-                unit.extend_from_slice(b")\r\n");
-                flood(c, &unit, 8 * 61440)
-            },
+            1000 * (61440 + 32) + (2 << 20),
+            flooding_after(imap_to_auth, b"", literal, 8 * 61440),
         ),
-        measure("imap: literal of 999999999 bytes", "imap", false, |c| {
-            c.send("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready")?;
-            c.expect_imap("AUTHENTICATE")?;
-            c.send_raw(b"* 1 FETCH (BODY[] {999999999}\r\n")?;
-            flood(c, b"L", 1024)
-        }),
-        measure("imap: endless CAPABILITY line", "imap", false, |c| {
-            c.send("* OK ready")?;
-            c.expect_imap("CAPABILITY")?;
-            c.send_raw(b"* CAPABILITY IMAP4rev1")?;
-            flood(c, b" AUTH=PLAIN", 1024)
-        }),
+        measure(
+            "imap: literal of 999999999 bytes",
+            16 << 10,
+            flooding_after(
+                imap_to_auth,
+                b"* 1 FETCH (BODY[] {999999999}\r\n",
+                b"L".to_vec(),
+                1024,
+            ),
+        ),
+        measure(
+            "imap: endless CAPABILITY line",
+            16 << 10,
+            flooding_after(
+                imap_to_capability,
+                b"* CAPABILITY IMAP4rev1",
+                b" AUTH=PLAIN".to_vec(),
+                1024,
+            ),
+        ),
     ];
     let mut failures = Vec::new();
     eprintln!(
@@ -183,31 +225,10 @@ fn endless_lines_and_replies_are_bounded_in_bytes_time_and_memory() {
         if m.took > Duration::from_secs(10) {
             failures.push(format!("{}: took {:?}", m.name, m.took));
         }
-    }
-    // Bounds that follow from the client's limits: 8 KiB per line, 128 lines or 16 KiB of
-    // text per SMTP reply, 1000 untagged lines per IMAP reply, 64 KiB per skipped literal;
-    // plus two batches in flight.
-    let limits: &[(&str, usize)] = &[
-        ("imap: endless greeting line", 16 << 10),
-        ("smtp: endless greeting line", 16 << 10),
-        ("smtp: endless multi-line greeting", 16 << 10),
-        ("smtp: endless multi-line EHLO reply", 16 << 10),
-        ("smtp: multi-line reply of 8000-byte lines", 48 << 10),
-        ("lmtp: endless RCPT reply", 16 << 10),
-        ("imap: endless untagged lines", 32 << 10),
-        (
-            "imap: endless untagged 60 KiB literals",
-            1000 * (61440 + 32) + (2 << 20),
-        ),
-        ("imap: literal of 999999999 bytes", 16 << 10),
-        ("imap: endless CAPABILITY line", 16 << 10),
-    ];
-    for (name, limit) in limits {
-        let m = results.iter().find(|m| m.name == *name).unwrap();
-        if m.peer_sent > *limit {
+        if m.peer_sent > m.peer_sent_limit {
             failures.push(format!(
-                "{name}: the client took {} bytes (> {limit})",
-                m.peer_sent
+                "{}: the client took {} bytes (> {})",
+                m.name, m.peer_sent, m.peer_sent_limit
             ));
         }
     }

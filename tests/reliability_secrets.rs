@@ -13,6 +13,9 @@ mod peer;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use peer::dialogue::{
+    closing_after, imap_to_auth, smtp_hello, smtp_to_auth, stalling_after, stalling_after_reply,
+};
 use peer::{CDirectory, Conn, ImapServer, Peer, PeerResult, SmtpServer};
 use remote_directory::ffi::directory_result::*;
 use remote_directory::{Directory, Kind};
@@ -96,139 +99,93 @@ impl Collected {
 
 type Script = Box<dyn Fn(&mut Conn) -> PeerResult + Send + Sync>;
 
-/// Peers that fail an authentication in every way after the credentials were sent.
-fn failing_peers() -> Vec<(&'static str, &'static str, Vec<String>, Script)> {
-    let plain_ir = "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] ready";
-    let ehlo = |c: &mut Conn, keywords: &[&str]| -> PeerResult {
-        c.send("220 mx.example.org ESMTP")?;
-        c.expect("EHLO")?;
-        let mut lines = vec!["250-mx.example.org".to_string()];
-        lines.extend(keywords.iter().map(|k| format!("250-{k}")));
-        let last = lines.pop().unwrap().replacen("250-", "250 ", 1);
-        lines.push(last);
-        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-        c.send_lines(&refs)
-    };
-    let t = || vec!["timeout = \"1s\"".to_string()];
+/// What the directories of [`failing_peers`] are opened with: each call fails fast.
+const FAILING_PEER_SETTINGS: [&str; 1] = ["timeout = \"1s\""];
+
+/// Peers that fail an authentication in every way after the credentials were sent, as
+/// (name, kind, script); each is called with [`FAILING_PEER_SETTINGS`].
+fn failing_peers() -> Vec<(&'static str, &'static str, Script)> {
     vec![
         (
             "imap BAD after AUTHENTICATE",
             "imap",
-            t(),
-            Box::new(move |c: &mut Conn| {
-                c.send(plain_ir)?;
-                let (tag, _) = c.expect_imap("AUTHENTICATE")?;
+            Box::new(stalling_after(|c: &mut Conn| {
+                let tag = imap_to_auth(c)?;
                 c.send(&format!(
                     "{tag} BAD Invalid base64 data in initial response"
-                ))?;
-                c.stall(Duration::from_secs(5))
-            }),
+                ))
+            })),
         ),
         (
             "imap garbage after AUTHENTICATE",
             "imap",
-            t(),
-            Box::new(move |c: &mut Conn| {
-                c.send(plain_ir)?;
-                c.expect_imap("AUTHENTICATE")?;
-                c.send("?? what")?;
-                c.stall(Duration::from_secs(5))
-            }),
+            Box::new(stalling_after_reply(imap_to_auth, b"?? what\r\n")),
         ),
         (
             "imap stall after AUTHENTICATE",
             "imap",
-            t(),
-            Box::new(move |c: &mut Conn| {
-                c.send(plain_ir)?;
-                c.expect_imap("AUTHENTICATE")?;
-                c.stall(Duration::from_secs(5))
-            }),
+            Box::new(stalling_after(imap_to_auth)),
         ),
         (
             "imap close after AUTHENTICATE",
             "imap",
-            t(),
-            Box::new(move |c: &mut Conn| {
-                c.send(plain_ir)?;
-                c.expect_imap("AUTHENTICATE")?;
-                c.close();
-                Ok(())
-            }),
+            Box::new(closing_after(imap_to_auth, b"")),
         ),
         (
             "imap extra continuation",
             "imap",
-            t(),
-            Box::new(move |c: &mut Conn| {
-                c.send(plain_ir)?;
-                let (tag, _) = c.expect_imap("AUTHENTICATE")?;
+            Box::new(stalling_after(|c: &mut Conn| {
+                let tag = imap_to_auth(c)?;
                 c.send("+ more please")?;
                 c.expect("*")?;
-                c.send(&format!("{tag} BAD cancelled"))?;
-                c.stall(Duration::from_secs(5))
-            }),
+                c.send(&format!("{tag} BAD cancelled"))
+            })),
         ),
         (
             "imap BYE after LOGIN",
             "imap",
-            t(),
-            Box::new(move |c: &mut Conn| {
-                c.send("* OK [CAPABILITY IMAP4rev1] ready")?;
-                c.expect_imap("LOGIN")?;
-                c.send("* BYE go away")?;
-                c.close();
-                Ok(())
-            }),
+            Box::new(closing_after(
+                |c: &mut Conn| {
+                    c.send("* OK [CAPABILITY IMAP4rev1] ready")?;
+                    c.expect_imap("LOGIN")
+                },
+                b"* BYE go away\r\n",
+            )),
         ),
         (
             "smtp 454 after AUTH",
             "smtp",
-            t(),
-            Box::new(move |c: &mut Conn| {
-                ehlo(c, &["AUTH PLAIN"])?;
-                c.expect("AUTH")?;
-                c.send("454 4.7.0 Temporary authentication failure")?;
-                c.stall(Duration::from_secs(5))
-            }),
+            Box::new(stalling_after_reply(
+                smtp_to_auth,
+                b"454 4.7.0 Temporary authentication failure\r\n",
+            )),
         ),
         (
             "smtp unexpected 334 after AUTH PLAIN",
             "smtp",
-            t(),
-            Box::new(move |c: &mut Conn| {
-                ehlo(c, &["AUTH PLAIN"])?;
-                c.expect("AUTH")?;
+            Box::new(stalling_after(|c: &mut Conn| {
+                smtp_to_auth(c)?;
                 c.send("334 ")?;
                 c.expect("*")?;
-                c.send("501 5.7.0 Authentication aborted")?;
-                c.stall(Duration::from_secs(5))
-            }),
+                c.send("501 5.7.0 Authentication aborted")
+            })),
         ),
         (
             "smtp stall after AUTH LOGIN password",
             "smtp",
-            t(),
-            Box::new(move |c: &mut Conn| {
-                ehlo(c, &["AUTH LOGIN"])?;
+            Box::new(stalling_after(|c: &mut Conn| {
+                smtp_hello(c, &["AUTH LOGIN"])?;
                 c.expect("AUTH LOGIN")?;
                 c.send("334 VXNlcm5hbWU6")?;
                 c.next_line()?;
                 c.send("334 UGFzc3dvcmQ6")?;
-                c.next_line()?;
-                c.stall(Duration::from_secs(5))
-            }),
+                c.next_line()
+            })),
         ),
         (
             "smtp garbage after AUTH",
             "smtp",
-            t(),
-            Box::new(move |c: &mut Conn| {
-                ehlo(c, &["AUTH PLAIN"])?;
-                c.expect("AUTH")?;
-                c.send_raw(b"\xff\xfe garbage\r\n")?;
-                c.stall(Duration::from_secs(5))
-            }),
+            Box::new(stalling_after_reply(smtp_to_auth, b"\xff\xfe garbage\r\n")),
         ),
     ]
 }
@@ -276,10 +233,10 @@ fn no_password_in_any_message_debug_output_or_trace_line() {
         }
     }
     // Failures after the credentials went out: protocol errors, timeouts, closes.
-    for (name, kind, extra, script) in failing_peers() {
+    for (name, kind, script) in failing_peers() {
         let peer = Peer::start(script);
-        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        let r = Directory::open_str(&peer::config(kind, &peer, &extra), None).unwrap();
+        let r =
+            Directory::open_str(&peer::config(kind, &peer, &FAILING_PEER_SETTINGS), None).unwrap();
         let secret = next_secret(name);
         let k = got.rust_auth(&r, ALICE, &secret);
         assert_ne!(
@@ -287,7 +244,7 @@ fn no_password_in_any_message_debug_output_or_trace_line() {
             Kind::Rejected,
             "{name}: an outage is never a wrong password"
         );
-        let c = CDirectory::open(kind, &peer, &extra);
+        let c = CDirectory::open(kind, &peer, &FAILING_PEER_SETTINGS);
         got.c_auth(&c, ALICE, &next_secret(name));
     }
     // TLS failures: the secret is never sent, and never shown.

@@ -17,6 +17,8 @@
 // shared module; the rest would be reported as dead code in that crate.
 #![allow(dead_code)]
 
+pub mod dialogue;
+
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use remote_directory::ffi::{self, directory_result};
@@ -1372,9 +1374,10 @@ fn smtp_challenge(c: &mut Conn, challenge: &str) -> PeerResult<String> {
     c.next_line()
 }
 
-fn ehlo_reply(c: &mut Conn, keywords: &[String]) -> PeerResult {
-    let mut lines = vec!["250-fake.example.org".to_owned()];
-    lines.extend(keywords.iter().map(|k| format!("250-{k}")));
+/// The reply to EHLO or LHLO from `host`, offering `keywords`.
+pub fn ehlo_reply(c: &mut Conn, host: &str, keywords: &[impl AsRef<str>]) -> PeerResult {
+    let mut lines = vec![format!("250-{host}")];
+    lines.extend(keywords.iter().map(|k| format!("250-{}", k.as_ref())));
     let last = lines.pop().unwrap_or_default().replacen("250-", "250 ", 1);
     lines.push(last);
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
@@ -1424,7 +1427,7 @@ fn run_smtp(cfg: &SmtpServer, c: &mut Conn) -> PeerResult {
                 helo_done = true;
                 in_transaction = false;
                 mail_attempted = false;
-                ehlo_reply(c, &ext)?;
+                ehlo_reply(c, "fake.example.org", &ext)?;
             }
             "EHLO" | "LHLO" | "HELO" => {
                 c.note(format!("{verb} sent to a server expecting {hello}"));
