@@ -25,6 +25,8 @@ set -euo pipefail
 #   scdoc man-db bsdextrautils             manual pages: scdoc builds them (`make`), man/lexgrog/col
 #                                          check that they render (man/check.sh)
 #   redis-server                           the shared store of the `redis` feature's tests
+#   systemd                                systemd-analyze verify and systemd-sysusers --dry-run
+#                                          check the installed unit and sysusers.d file (offline)
 PACKAGES=(
     build-essential pkg-config libssl-dev openssl
     dovecot-core dovecot-imapd dovecot-lmtpd dovecot-submissiond postfix
@@ -33,7 +35,7 @@ PACKAGES=(
     python3 python3-venv python3-pip
     scdoc man-db bsdextrautils
     sasl2-bin libsasl2-modules nginx-light libnginx-mod-mail dovecot-auth-lua
-    redis-server
+    redis-server systemd
 )
 
 check_only=false

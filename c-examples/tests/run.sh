@@ -134,6 +134,18 @@ for f in "$L/libremote_directory.so.0.1.0" "$L/libremote_directory.a" \
     [[ -f "$f" ]] || missing+=("$f")
 done
 if ((${#missing[@]} == 0)); then ok "installed files present"; else fail "installed files present" "missing: ${missing[*]}"; fi
+# The unit and the sysusers.d file as systemd reads them, offline (nothing here runs systemd
+# as PID 1): every key known, the programs it names executable (looked up in the stage).
+mkdir -p "$T/unit"
+sed "s|/usr/sbin/|$STAGE/usr/sbin/|g" "$L/systemd/system/remote-directoryd.service" \
+    >"$T/unit/remote-directoryd.service"
+run unit-verify systemd-analyze verify --man=no "$T/unit/remote-directoryd.service"
+if [[ $rc == 0 && -z "$OUT$ERR" ]]; then ok "systemd-analyze verify: the unit, without a warning"; else
+    fail "systemd-analyze verify: the unit" "rc=$rc" "$OUT" "$ERR"; fi
+mkdir -p "$T/sysusers-root/etc"
+run sysusers systemd-sysusers --root="$T/sysusers-root" --dry-run "$L/sysusers.d/remote-directoryd.conf"
+expect "systemd-sysusers --dry-run: creates user and group remote-directory" 0 \
+    "Creating group 'remote-directory'" "Creating user 'remote-directory'"
 if [[ "$(readlink "$L/libremote_directory.so.0")" == libremote_directory.so.0.1.0 &&
     "$(readlink "$L/libremote_directory.so")" == libremote_directory.so.0 ]]; then
     ok "SONAME symlinks .so -> .so.0 -> .so.0.1.0"
