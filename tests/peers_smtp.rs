@@ -4,6 +4,7 @@
 
 mod peer;
 
+use peer::dialogue::smtp_hello;
 use peer::{b64, ca_file_line, open, plain_b64, CDirectory, ImapServer, Peer, SmtpServer};
 use remote_directory::ffi::directory_result::{self, *};
 use remote_directory::Kind;
@@ -17,6 +18,30 @@ const LHLO: &str = "LHLO client.test";
 
 fn rcpt(address: &str) -> String {
     format!("RCPT TO:<{address}>")
+}
+
+/// `AUTH PLAIN` with the initial response for ALICE and `secret`.
+fn auth_plain(secret: &str) -> String {
+    format!("AUTH PLAIN {}", plain_b64(ALICE, secret))
+}
+
+/// What a connection carries that authenticates ALICE with each of `secrets` in turn.
+fn auth_session(secrets: &[&str]) -> Vec<String> {
+    let auths = secrets.iter().map(|secret| auth_plain(secret));
+    std::iter::once(EHLO.to_owned())
+        .chain(auths)
+        .chain(["QUIT".to_owned()])
+        .collect()
+}
+
+/// What a connection carries that probes `addresses` in one transaction.
+fn probe_session(addresses: &[&str]) -> Vec<String> {
+    let rcpts = addresses.iter().map(|address| rcpt(address));
+    [EHLO.to_owned(), "MAIL FROM:<>".to_owned()]
+        .into_iter()
+        .chain(rcpts)
+        .chain(["QUIT".to_owned()])
+        .collect()
 }
 
 fn count(commands: &[String], prefix: &str) -> usize {
@@ -36,10 +61,7 @@ fn smtp_multiline_greeting_is_read_whole_and_ehlo_follows() {
     dir.rcpt(ALICE).unwrap();
     drop(dir);
     peer.wait_all_ended();
-    assert_eq!(
-        peer.all_commands(),
-        [[EHLO, "MAIL FROM:<>", &rcpt(ALICE), "QUIT"]]
-    );
+    assert_eq!(peer.all_commands(), [probe_session(&[ALICE])]);
     peer.assert_clean();
 }
 
@@ -87,14 +109,7 @@ fn smtp_auth_plain_sends_the_initial_response_on_the_auth_line() {
     let dir = open("smtp", &peer, &[]);
     dir.auth(ALICE, ALICE_PASS).unwrap();
     peer.wait_all_ended();
-    assert_eq!(
-        peer.all_commands(),
-        [[
-            EHLO,
-            &format!("AUTH PLAIN {}", plain_b64(ALICE, ALICE_PASS)),
-            "QUIT"
-        ]]
-    );
+    assert_eq!(peer.all_commands(), [auth_session(&[ALICE_PASS])]);
     peer.assert_clean();
 }
 
@@ -120,11 +135,7 @@ fn smtp_auth_235_is_ok_then_quit_and_the_connection_is_never_reused() {
     assert_eq!((dir.open_connections(), dir.idle_connections()), (0, 0));
     dir.auth(ALICE, ALICE_PASS).unwrap();
     peer.wait_all_ended();
-    let one = [
-        EHLO.to_string(),
-        format!("AUTH PLAIN {}", plain_b64(ALICE, ALICE_PASS)),
-        "QUIT".into(),
-    ];
+    let one = auth_session(&[ALICE_PASS]);
     assert_eq!(peer.all_commands(), [one.clone(), one]);
     peer.assert_clean();
 }
@@ -149,13 +160,7 @@ fn smtp_auth_535_is_rejected_and_the_connection_is_reused() {
     assert_eq!(all.len(), 2, "{all:?}");
     assert_eq!(
         all[0],
-        [
-            EHLO,
-            &format!("AUTH PLAIN {}", plain_b64(ALICE, "wrong-secret")),
-            &format!("AUTH PLAIN {}", plain_b64(ALICE, "wrong-secret")),
-            &format!("AUTH PLAIN {}", plain_b64(ALICE, ALICE_PASS)),
-            "QUIT"
-        ]
+        auth_session(&["wrong-secret", "wrong-secret", ALICE_PASS])
     );
     peer.assert_clean();
 }
@@ -183,15 +188,7 @@ fn smtp_auth_534_538_504_and_454_are_temporary() {
         drop((dir, c));
         peer.wait_all_ended();
         for commands in peer.all_commands() {
-            assert_eq!(
-                commands,
-                [
-                    EHLO,
-                    &format!("AUTH PLAIN {}", plain_b64(ALICE, ALICE_PASS)),
-                    "QUIT"
-                ],
-                "{reply}"
-            );
+            assert_eq!(commands, auth_session(&[ALICE_PASS]), "{reply}");
         }
         peer.assert_clean();
     }
@@ -214,19 +211,14 @@ fn smtp_rcpt_sends_one_mail_from_per_connection_and_no_rset_between_probes() {
     }
     drop(dir);
     peer.wait_all_ended();
-    let mut expected = vec![EHLO.to_string(), "MAIL FROM:<>".into()];
-    expected.extend(probes.iter().map(|a| rcpt(a)));
-    expected.push("QUIT".into());
-    assert_eq!(peer.all_commands(), [expected]);
+    assert_eq!(peer.all_commands(), [probe_session(&probes)]);
     peer.assert_clean();
 }
 
 #[test]
 fn smtp_with_pipelining_sends_mail_from_and_rcpt_without_waiting() {
     let peer = Peer::start(|c| {
-        c.send("220 fake.example.org ESMTP")?;
-        c.expect("EHLO ")?;
-        c.send_lines(&["250-fake.example.org", "250-PIPELINING", "250 8BITMIME"])?;
+        smtp_hello(c, &["PIPELINING", "8BITMIME"])?;
         c.expect("MAIL FROM:<>")?;
         // No reply yet: a pipelining client has sent its RCPT already.
         c.expect_within("RCPT TO:<alice@example.org>", Duration::from_secs(2))?;
@@ -241,8 +233,8 @@ fn smtp_with_pipelining_sends_mail_from_and_rcpt_without_waiting() {
     peer.assert_clean();
     let records = peer.records(0);
     assert_eq!(
-        records.iter().map(|r| r.line.as_str()).collect::<Vec<_>>(),
-        [EHLO, "MAIL FROM:<>", &rcpt(ALICE), "QUIT"]
+        records.iter().map(|r| r.line.clone()).collect::<Vec<_>>(),
+        probe_session(&[ALICE])
     );
     assert_eq!(
         records[1].read_no, records[2].read_no,
@@ -253,9 +245,7 @@ fn smtp_with_pipelining_sends_mail_from_and_rcpt_without_waiting() {
 #[test]
 fn smtp_without_pipelining_waits_for_the_mail_reply_before_rcpt() {
     let peer = Peer::start(|c| {
-        c.send("220 fake.example.org ESMTP")?;
-        c.expect("EHLO ")?;
-        c.send_lines(&["250-fake.example.org", "250 8BITMIME"])?;
+        smtp_hello(c, &["8BITMIME"])?;
         c.expect("MAIL FROM:<>")?;
         if c.data_within(Duration::from_millis(300))? {
             c.note("RCPT sent before the reply to MAIL FROM");
@@ -271,10 +261,7 @@ fn smtp_without_pipelining_waits_for_the_mail_reply_before_rcpt() {
     drop(dir);
     peer.wait_all_ended();
     peer.assert_clean();
-    assert_eq!(
-        peer.all_commands(),
-        [[EHLO, "MAIL FROM:<>", &rcpt(ALICE), "QUIT"]]
-    );
+    assert_eq!(peer.all_commands(), [probe_session(&[ALICE])]);
 }
 
 /// Every RCPT reply class, through the Rust API (kind) and the C API (result).
@@ -355,9 +342,8 @@ fn smtp_rcpt_2xx_is_ok_5xx_is_rejected_4xx_is_temporary() {
     }
     drop((dir, c));
     peer.wait_all_ended();
-    let mut expected = vec![EHLO.to_string(), "MAIL FROM:<>".into()];
-    expected.extend(cases.iter().map(|(a, ..)| rcpt(a)));
-    expected.push("QUIT".into());
+    let addresses: Vec<&str> = cases.iter().map(|(address, ..)| *address).collect();
+    let expected = probe_session(&addresses);
     assert_eq!(peer.all_commands(), [expected.clone(), expected]);
     peer.assert_clean();
 }
@@ -380,7 +366,7 @@ fn smtp_mail_from_refused_with_530_is_temporary() {
         for commands in peer.all_commands() {
             if pipelining {
                 // The RCPT went out with MAIL FROM and got its own (503) reply.
-                assert_eq!(commands, [EHLO, "MAIL FROM:<>", &rcpt(ALICE), "QUIT"]);
+                assert_eq!(commands, probe_session(&[ALICE]));
             } else {
                 assert_eq!(commands, [EHLO, "MAIL FROM:<>", "QUIT"]);
             }
@@ -432,12 +418,7 @@ fn smtp_421_on_an_idle_pooled_connection_is_replaced_transparently() {
         peer.all_commands(),
         [
             vec![EHLO.to_string(), "MAIL FROM:<>".into(), rcpt(ALICE)],
-            vec![
-                EHLO.to_string(),
-                "MAIL FROM:<>".into(),
-                rcpt(ALICE),
-                "QUIT".into()
-            ]
+            probe_session(&[ALICE])
         ]
     );
     peer.assert_clean();
@@ -482,10 +463,7 @@ fn smtp_starttls_extensions_are_read_again_after_tls() {
                 s(EHLO, false),
                 s("STARTTLS", false),
                 s(EHLO, true),
-                s(
-                    &format!("AUTH PLAIN {}", plain_b64(ALICE, ALICE_PASS)),
-                    true
-                ),
+                s(&auth_plain(ALICE_PASS), true),
                 s("QUIT", true)
             ],
             vec![
@@ -516,18 +494,8 @@ fn smtp_without_starttls_on_loopback_authenticates_and_probes_in_clear() {
     assert_eq!(
         peer.all_commands(),
         [
-            vec![
-                EHLO.to_string(),
-                format!("AUTH PLAIN {}", plain_b64(ALICE, ALICE_PASS)),
-                "QUIT".into()
-            ],
-            vec![
-                EHLO.to_string(),
-                "MAIL FROM:<>".into(),
-                rcpt(ALICE),
-                rcpt("nobody@example.org"),
-                "QUIT".into()
-            ]
+            auth_session(&[ALICE_PASS]),
+            probe_session(&[ALICE, "nobody@example.org"])
         ]
     );
     assert!((0..2).all(|i| peer.records(i).iter().all(|r| !r.tls)));
@@ -537,9 +505,7 @@ fn smtp_without_starttls_on_loopback_authenticates_and_probes_in_clear() {
 #[test]
 fn smtp_starttls_reply_followed_by_pipelined_bytes_is_refused() {
     let peer = Peer::start(|c| {
-        c.send("220 fake.example.org ESMTP")?;
-        c.expect("EHLO ")?;
-        c.send_lines(&["250-fake.example.org", "250-STARTTLS", "250 AUTH PLAIN"])?;
+        smtp_hello(c, &["STARTTLS", "AUTH PLAIN"])?;
         c.expect("STARTTLS")?;
         // One write: the injected reply arrives in the same segment as the 220.
         c.send_raw(b"220 2.0.0 Ready to start TLS\r\n250-injected\r\n250 AUTH PLAIN\r\n")?;
@@ -578,19 +544,7 @@ fn smtp_implicit_tls_speaks_tls_from_the_first_byte() {
     peer.wait_all_ended();
     assert_eq!(
         peer.all_commands(),
-        [
-            vec![
-                EHLO.to_string(),
-                format!("AUTH PLAIN {}", plain_b64(ALICE, ALICE_PASS)),
-                "QUIT".into()
-            ],
-            vec![
-                EHLO.to_string(),
-                "MAIL FROM:<>".into(),
-                rcpt(ALICE),
-                "QUIT".into()
-            ]
-        ]
+        [auth_session(&[ALICE_PASS]), probe_session(&[ALICE])]
     );
     assert!((0..2).all(|i| peer.records(i).iter().all(|r| r.tls)));
     peer.assert_clean();
@@ -656,7 +610,7 @@ fn smtp_auth_on_a_probe_connection_resets_the_transaction_first() {
             "MAIL FROM:<>",
             &rcpt(ALICE),
             "RSET",
-            &format!("AUTH PLAIN {}", plain_b64(ALICE, "wrong")),
+            &auth_plain("wrong"),
             "MAIL FROM:<>",
             &rcpt("bob@example.org"),
             "QUIT"
@@ -685,14 +639,7 @@ fn smtp_421_on_an_idle_probe_connection_before_auth_is_replaced_transparently() 
         auth.map_err(|e| e.to_string()),
         peer.all_commands()
     );
-    assert_eq!(
-        peer.commands(1),
-        [
-            EHLO,
-            &format!("AUTH PLAIN {}", plain_b64(ALICE, ALICE_PASS)),
-            "QUIT"
-        ]
-    );
+    assert_eq!(peer.commands(1), auth_session(&[ALICE_PASS]));
     peer.assert_clean();
 }
 
