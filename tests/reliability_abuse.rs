@@ -74,6 +74,18 @@ fn banning_smtp(banned: Arc<AtomicBool>) -> impl Fn(&mut Conn) -> PeerResult {
     }
 }
 
+/// A peer of `kind` (imap or smtp) that bans the client as `banning_imap` and
+/// `banning_smtp` do, and the flag it sets when it bans.
+fn banning_peer(kind: &str) -> (Peer, Arc<AtomicBool>) {
+    let banned = Arc::new(AtomicBool::new(false));
+    let peer = match kind {
+        "imap" => Peer::start(banning_imap(banned.clone())),
+        "smtp" => Peer::start(banning_smtp(banned.clone())),
+        _ => panic!("no banning peer for {kind}"),
+    };
+    (peer, banned)
+}
+
 fn logins(peer: &Peer) -> Vec<usize> {
     peer.all_commands()
         .iter()
@@ -84,12 +96,7 @@ fn logins(peer: &Peer) -> Vec<usize> {
 #[test]
 fn auth_errors_limit_of_three_ends_each_connection_before_a_ban() {
     for kind in ["imap", "smtp"] {
-        let banned = Arc::new(AtomicBool::new(false));
-        let peer = if kind == "imap" {
-            Peer::start(banning_imap(banned.clone()))
-        } else {
-            Peer::start(banning_smtp(banned.clone()))
-        };
+        let (peer, banned) = banning_peer(kind);
         let dir = CDirectory::open(kind, &peer, &["limits.auth-errors = 3"]);
         // Ten users mistype their passwords through the same proxy.
         for i in 0..10 {
@@ -121,12 +128,7 @@ fn a_higher_auth_errors_limit_gets_the_client_banned_and_then_every_login_is_tem
     // the ban. The library reports the ban as TEMPORARY (never as a wrong password), but
     // every user's login fails from then on: this is what the default of 3 prevents.
     for kind in ["imap", "smtp"] {
-        let banned = Arc::new(AtomicBool::new(false));
-        let peer = if kind == "imap" {
-            Peer::start(banning_imap(banned.clone()))
-        } else {
-            Peer::start(banning_smtp(banned.clone()))
-        };
+        let (peer, banned) = banning_peer(kind);
         let dir = CDirectory::open(kind, &peer, &["limits.auth-errors = 5"]);
         for i in 0..3 {
             assert_eq!(

@@ -9,7 +9,9 @@
 
 mod peer;
 
-use peer::{c_last_error, config, CDirectory, ImapServer, Peer, SmtpServer};
+use peer::{
+    c_last_error, config, CDirectory, ImapServer, Peer, SmtpServer, IMAP_CAPS_OF_EVERY_MECHANISM,
+};
 use remote_directory::ffi::{self, directory_result, directory_result::*};
 use remote_directory::{
     Directory, Kind, DIRECTORY_MAX_ADDRESS, DIRECTORY_MAX_DOMAIN, DIRECTORY_MAX_SECRET,
@@ -346,13 +348,7 @@ fn protocol_syntax_inside_valid_values_reaches_the_server_verbatim() {
         ("jörg@exämple.org", "pä\"ss {3}\\"),
         ("=?utf-8?b?YWxpY2U=?=", "AGFsaWNlAHB3"),
     ];
-    for caps in [
-        "IMAP4rev1 AUTH=PLAIN SASL-IR",
-        "IMAP4rev1 AUTH=PLAIN",
-        "IMAP4rev1 AUTH=LOGIN",
-        "IMAP4rev1",
-        "IMAP4rev1 LITERAL+",
-    ] {
+    for caps in IMAP_CAPS_OF_EVERY_MECHANISM {
         let mut server = ImapServer::new(caps);
         for (u, p) in tricky {
             server = server.user(u, p);

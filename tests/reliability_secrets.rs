@@ -16,7 +16,9 @@ use base64::Engine as _;
 use peer::dialogue::{
     closing_after, imap_to_auth, smtp_hello, smtp_to_auth, stalling_after, stalling_after_reply,
 };
-use peer::{CDirectory, Conn, ImapServer, Peer, PeerResult, SmtpServer};
+use peer::{
+    CDirectory, Conn, ImapServer, Peer, PeerResult, SmtpServer, IMAP_CAPS_OF_EVERY_MECHANISM,
+};
 use remote_directory::ffi::directory_result::*;
 use remote_directory::{Directory, Kind};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -200,36 +202,21 @@ fn no_password_in_any_message_debug_output_or_trace_line() {
         n += 1;
         format!("S3cr\"e\\t-{tag}-{n}-wörd")
     };
-    for caps in [
-        "IMAP4rev1 AUTH=PLAIN SASL-IR",
-        "IMAP4rev1 AUTH=PLAIN",
-        "IMAP4rev1 AUTH=LOGIN",
-        "IMAP4rev1",
-        "IMAP4rev1 LITERAL+",
-    ] {
-        let peer = ImapServer::new(caps).start();
-        let c = CDirectory::open("imap", &peer, &[]);
-        let r = Directory::open_str(&peer::config("imap", &peer, &[]), None).unwrap();
+    let imap = IMAP_CAPS_OF_EVERY_MECHANISM.map(|caps| ("imap", ImapServer::new(caps).start()));
+    let smtp = ["AUTH PLAIN", "AUTH LOGIN"].map(|ehlo| ("smtp", SmtpServer::smtp(&[ehlo]).start()));
+    for (kind, peer) in imap.into_iter().chain(smtp) {
+        let c = CDirectory::open(kind, &peer, &[]);
+        let r = Directory::open_str(&peer::config(kind, &peer, &[]), None).unwrap();
         for _ in 0..3 {
-            got.c_auth(&c, ALICE, &next_secret("imap-c"));
+            got.c_auth(&c, ALICE, &next_secret(&format!("{kind}-c")));
             assert_eq!(
-                got.rust_auth(&r, ALICE, &next_secret("imap-r")),
+                got.rust_auth(&r, ALICE, &next_secret(&format!("{kind}-r"))),
                 Kind::Rejected
             );
         }
-        // 7-bit secrets travel as quoted strings with LOGIN.
-        got.c_auth(&c, ALICE, "plain-ascii-secret-1");
-    }
-    for ehlo in [["AUTH PLAIN"], ["AUTH LOGIN"]] {
-        let peer = SmtpServer::smtp(&ehlo).start();
-        let c = CDirectory::open("smtp", &peer, &[]);
-        let r = Directory::open_str(&peer::config("smtp", &peer, &[]), None).unwrap();
-        for _ in 0..3 {
-            got.c_auth(&c, ALICE, &next_secret("smtp-c"));
-            assert_eq!(
-                got.rust_auth(&r, ALICE, &next_secret("smtp-r")),
-                Kind::Rejected
-            );
+        if kind == "imap" {
+            // 7-bit secrets travel as quoted strings with LOGIN.
+            got.c_auth(&c, ALICE, "plain-ascii-secret-1");
         }
     }
     // Failures after the credentials went out: protocol errors, timeouts, closes.
@@ -606,13 +593,7 @@ fn no_copy_of_the_password_is_left_in_memory_after_the_calls() {
         }
     };
     // Scripted peers: every mechanism, a wrong then the right password, through both APIs.
-    for caps in [
-        "IMAP4rev1 AUTH=PLAIN SASL-IR",
-        "IMAP4rev1 AUTH=PLAIN",
-        "IMAP4rev1 AUTH=LOGIN",
-        "IMAP4rev1",
-        "IMAP4rev1 LITERAL+",
-    ] {
+    for caps in IMAP_CAPS_OF_EVERY_MECHANISM {
         for secret in [&ascii, &quoted, &utf8] {
             let peer = ImapServer::new(caps).user(ALICE, secret).start();
             let rust = Directory::open_str(&peer::config("imap", &peer, &[]), None).unwrap();

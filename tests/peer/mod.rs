@@ -925,6 +925,17 @@ pub fn plain_b64(user: &str, secret: &str) -> String {
     BASE64.encode(format!("\0{user}\0{secret}"))
 }
 
+/// IMAP capability sets, one for each way the client logs in: AUTHENTICATE PLAIN with and
+/// without an initial response, AUTHENTICATE LOGIN, LOGIN with quoted strings or literals,
+/// LOGIN with non-synchronizing literals.
+pub const IMAP_CAPS_OF_EVERY_MECHANISM: [&str; 5] = [
+    "IMAP4rev1 AUTH=PLAIN SASL-IR",
+    "IMAP4rev1 AUTH=PLAIN",
+    "IMAP4rev1 AUTH=LOGIN",
+    "IMAP4rev1",
+    "IMAP4rev1 LITERAL+",
+];
+
 pub fn b64(s: &str) -> String {
     BASE64.encode(s)
 }
