@@ -96,6 +96,30 @@ pub fn process_cpu(pid: u32) -> Duration {
     Duration::from_nanos((field(11) + field(12)) * 1_000_000_000 / hz)
 }
 
+/// How long each cell of the many-threads table runs.
+const CONCURRENT: Duration = Duration::from_secs(3);
+
+/// Calls per second of `threads` threads calling `call` on `dir` for [`CONCURRENT`].
+fn calls_per_second(threads: usize, dir: &Directory, call: fn(&Directory)) -> f64 {
+    let stop = AtomicBool::new(false);
+    let calls = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    call(dir);
+                    n += 1;
+                }
+                calls.fetch_add(n, Ordering::SeqCst);
+            });
+        }
+        std::thread::sleep(CONCURRENT);
+        stop.store(true, Ordering::SeqCst);
+    });
+    calls.load(Ordering::SeqCst) as f64 / CONCURRENT.as_secs_f64()
+}
+
 /// Median and 99th percentile of `samples`, in microseconds.
 fn quantiles(mut samples: Vec<Duration>) -> (f64, f64) {
     samples.sort();
@@ -406,6 +430,33 @@ fn main() {
     }
     for r in rows {
         println!("{r}");
+    }
+
+    // Many callers at once: polling callers must not take the CPU the daemon needs.
+    println!(
+        "\n#### Many threads at once, {} s per cell: calls per second\n",
+        CONCURRENT.as_secs()
+    );
+    println!("| call | threads | in process | through the daemon | ratio |");
+    println!("|---|---|---|---|---|");
+    for (what, local, remote, call) in [
+        (
+            "auth, cached",
+            &local_imap,
+            &remote_imap,
+            (|d: &Directory| d.auth(ALICE.0, ALICE.1).unwrap()) as fn(&Directory),
+        ),
+        ("rcpt, warm", &local_lmtp, &remote_lmtp, |d: &Directory| {
+            d.rcpt(ALICE.0).unwrap()
+        }),
+    ] {
+        for threads in [8, 64] {
+            let (a, b) = (
+                calls_per_second(threads, local, call),
+                calls_per_second(threads, remote, call),
+            );
+            println!("| {what} | {threads} | {a:.0} | {b:.0} | {:.2}x |", b / a);
+        }
     }
 
     println!("\n#### Process per login (directory-check auth, right password), {logins} logins per row\n");
