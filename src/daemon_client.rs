@@ -16,17 +16,17 @@ use std::time::{Duration, Instant};
 /// Connections kept open for later calls; more concurrent calls open more, and close them.
 const MAX_IDLE: usize = 16;
 
-/// How long a caller polls for the daemon's answer before it sleeps in read(2). A thread
-/// that sleeps is woken 15-30 us after its answer arrives on an idle machine (measured on a
-/// 2-core VM, where that was most of the daemon's overhead), while an answer from the
-/// daemon's cache is back within a few microseconds. So every call polls briefly, and a
-/// kind of call whose last answer came within [`POLL_LONG`] (a warm recipient check) polls
-/// that long: the caller spends at most about the time it waits anyway, and calls that go
-/// to a slow server (a login) do not burn CPU for milliseconds. Only a call that is alone
-/// in flight in this process polls: with several, the CPUs are awake anyway, and polling
-/// callers took CPU from the daemon (cached logins from 8 threads: 22-35 % fewer per second).
-const POLL_SHORT: Duration = Duration::from_micros(50);
-const POLL_LONG: Duration = Duration::from_micros(300);
+/// How long a caller may poll for the daemon's answer before it sleeps in read(2). A
+/// thread that sleeps is woken 15-30 us after its answer arrives on an idle machine
+/// (measured on a 2-core VM, where that was most of the daemon's overhead), while an answer
+/// from the daemon's cache is back within a few microseconds. A call polls only when the
+/// last answer to its kind of call on this handle came within this time (a cached login, a
+/// warm recipient check), so the caller spends at most about the time it waits anyway;
+/// logins that go to a slow server, and the one call of a process per login, do not poll.
+/// And only a call alone in flight in its process polls: with several, the CPUs are awake
+/// anyway, and polling callers took CPU from the daemon (cached logins from 8 threads:
+/// 22-35 % fewer per second).
+const POLL: Duration = Duration::from_micros(300);
 
 /// Calls to any daemon in flight in this process now.
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
@@ -53,7 +53,7 @@ impl Drop for InFlight {
 pub(crate) struct DaemonClient {
     settings: DaemonClientSettings,
     idle: Mutex<Vec<UnixStream>>,
-    /// Per kind of call: whether its last answer came within [`POLL_LONG`].
+    /// Per kind of call: whether its last answer came within [`POLL`].
     quick: [AtomicBool; 3],
 }
 
@@ -86,10 +86,10 @@ impl DaemonClient {
             call,
         });
         let in_flight = InFlight::enter();
-        let poll = match (in_flight.alone, quick.load(Ordering::Relaxed)) {
-            (false, _) => Duration::ZERO,
-            (true, false) => POLL_SHORT,
-            (true, true) => POLL_LONG,
+        let poll = if in_flight.alone && quick.load(Ordering::Relaxed) {
+            POLL
+        } else {
+            Duration::ZERO
         };
         let deadline = Instant::now() + self.settings.timeout;
         let kept = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -203,7 +203,7 @@ impl DaemonClient {
         loop {
             match wire::decode_response(&response) {
                 Ok(Some((answer, used))) if used == response.len() => {
-                    quick.store(sent.elapsed() <= POLL_LONG, Ordering::Relaxed);
+                    quick.store(sent.elapsed() <= POLL, Ordering::Relaxed);
                     let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
                     if idle.len() < MAX_IDLE {
                         idle.push(stream);
@@ -274,7 +274,7 @@ mod tests {
         let mut chunk = [0u8; 16];
         // Nothing comes: no bytes, and the stream blocks again (the read times out rather
         // than failing with WouldBlock at once).
-        assert_eq!(poll_briefly(&ours, &mut chunk, POLL_SHORT).unwrap(), 0);
+        assert_eq!(poll_briefly(&ours, &mut chunk, Duration::from_micros(50)).unwrap(), 0);
         ours.set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
         let started = Instant::now();
@@ -282,7 +282,7 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(15));
         // An answer that is already there.
         theirs.write_all(b"answer").unwrap();
-        assert_eq!(poll_briefly(&ours, &mut chunk, POLL_SHORT).unwrap(), 6);
+        assert_eq!(poll_briefly(&ours, &mut chunk, Duration::from_micros(50)).unwrap(), 6);
         assert_eq!(&chunk[..6], b"answer");
         // One that comes from another thread while the caller polls.
         let writer = std::thread::spawn(move || {
@@ -293,12 +293,12 @@ mod tests {
         let mut got = 0;
         let until = Instant::now() + Duration::from_secs(5);
         while got == 0 && Instant::now() < until {
-            got = poll_briefly(&ours, &mut chunk, POLL_LONG).unwrap();
+            got = poll_briefly(&ours, &mut chunk, POLL).unwrap();
         }
         assert_eq!(&chunk[..got], b"late");
         // The daemon closed the connection.
         drop(writer.join().unwrap());
-        let closed = poll_briefly(&ours, &mut chunk, POLL_SHORT).unwrap_err();
+        let closed = poll_briefly(&ours, &mut chunk, Duration::from_micros(50)).unwrap_err();
         assert_eq!(closed.kind(), io::ErrorKind::UnexpectedEof);
     }
 }
