@@ -272,9 +272,10 @@ mod tests {
     fn polling_reads_what_arrived_sees_the_end_and_leaves_the_stream_blocking() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let mut chunk = [0u8; 16];
+        let short = Duration::from_micros(50);
         // Nothing comes: no bytes, and the stream blocks again (the read times out rather
         // than failing with WouldBlock at once).
-        assert_eq!(poll_briefly(&ours, &mut chunk, Duration::from_micros(50)).unwrap(), 0);
+        assert_eq!(poll_briefly(&ours, &mut chunk, short).unwrap(), 0);
         ours.set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
         let started = Instant::now();
@@ -282,7 +283,7 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(15));
         // An answer that is already there.
         theirs.write_all(b"answer").unwrap();
-        assert_eq!(poll_briefly(&ours, &mut chunk, Duration::from_micros(50)).unwrap(), 6);
+        assert_eq!(poll_briefly(&ours, &mut chunk, short).unwrap(), 6);
         assert_eq!(&chunk[..6], b"answer");
         // One that comes from another thread while the caller polls.
         let writer = std::thread::spawn(move || {
@@ -298,7 +299,7 @@ mod tests {
         assert_eq!(&chunk[..got], b"late");
         // The daemon closed the connection.
         drop(writer.join().unwrap());
-        let closed = poll_briefly(&ours, &mut chunk, Duration::from_micros(50)).unwrap_err();
+        let closed = poll_briefly(&ours, &mut chunk, short).unwrap_err();
         assert_eq!(closed.kind(), io::ErrorKind::UnexpectedEof);
     }
 }
