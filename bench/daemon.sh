@@ -9,21 +9,16 @@
 #
 # Needs root (the servers' masters), dovecot, postfix and cargo. Talks to 127.0.0.1 only.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname -- "$0")/lib.sh"
 
-ROOT=$(cd -- "$(dirname -- "$0")/.." && pwd -P)
 BASE=${RD_PORT_BASE:-61500}
-DIR=$(mktemp -d /tmp/rd-bench-daemon.XXXXXX)
+bench_temp_dir rd-bench-daemon
 # The servers run as other users (nobody, postfix): they must reach it.
 chmod 755 "$DIR"
-cd "$ROOT"
 make --no-print-directory -s programs >/dev/null
-cargo build --quiet --release --manifest-path bench/Cargo.toml --target-dir target/bench
-stop() {
-    tests/servers/servers.sh stop "$DIR/servers" >/dev/null 2>&1 || true
-    rm -rf -- "$DIR"
-}
-trap stop EXIT
-RD_PORT_BASE=$BASE tests/servers/servers.sh start "$DIR/servers" >/dev/null </dev/null
+bench_build
+bench_start_servers "$DIR/servers" "$BASE"
 echo "Run of $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) CPU(s), library at $(git rev-parse --short HEAD 2>/dev/null),"
 echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)."
 echo

@@ -9,19 +9,13 @@
 # Needs root (the servers' masters), dovecot, postfix, redis-server and cargo. Talks to
 # 127.0.0.1 only; about 30 s.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname -- "$0")/lib.sh"
 
-ROOT=$(cd -- "$(dirname -- "$0")/.." && pwd -P)
 BASE=${RD_PORT_BASE:-60000}
-DIR=$(mktemp -d /tmp/rd-fleet.XXXXXX)
-
-cd "$ROOT"
-cargo build --quiet --release --manifest-path bench/Cargo.toml --target-dir target/bench
-stop() {
-    tests/servers/servers.sh stop "$DIR" >/dev/null 2>&1 || true
-    rm -rf -- "$DIR"
-}
-trap stop EXIT
-RD_PORT_BASE=$BASE tests/servers/servers.sh start "$DIR" >/dev/null </dev/null
+bench_temp_dir rd-fleet
+bench_build
+bench_start_servers "$DIR" "$BASE"
 echo "Run of $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) CPU(s), load average $(cut -d' ' -f1-3 /proc/loadavg), library at $(git rev-parse --short HEAD 2>/dev/null)."
 echo
 # The store's down/back lines go to stderr; the tables to stdout.

@@ -11,21 +11,16 @@
 #
 # Needs root (the servers' masters), dovecot, postfix and cargo. Talks to 127.0.0.1 only.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname -- "$0")/lib.sh"
 
-ROOT=$(cd -- "$(dirname -- "$0")/.." && pwd -P)
 SECS=${RD_BENCH_SECS:-20}
 BASE=${RD_PORT_BASE:-60000}
-DIR=$(mktemp -d /tmp/rd-hostile.XXXXXX)
+bench_temp_dir rd-hostile
 OUT=$ROOT/target/bench/hostile.md
 
-cd "$ROOT"
-cargo build --quiet --release --manifest-path bench/Cargo.toml --target-dir target/bench
-stop() {
-    tests/servers/servers.sh stop "$DIR" >/dev/null 2>&1 || true
-    rm -rf -- "$DIR"
-}
-trap stop EXIT
-RD_PORT_BASE=$BASE tests/servers/servers.sh start "$DIR" >/dev/null </dev/null
+bench_build
+bench_start_servers "$DIR" "$BASE"
 echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 target/bench/release/rdbench hostile --env "$DIR/env" --secs "$SECS" --out "$OUT" "$@"
 echo "bench/hostile.sh: wrote $OUT"

@@ -16,8 +16,9 @@
 # everything on 127.0.0.1. The daemon and
 # the Dovecot remote both use TLS (STARTTLS, verified); saslauthd's rimap cannot.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-root=$(pwd)
+# shellcheck source=bench/lib.sh
+. "$(dirname -- "$0")/lib.sh"
+root=$ROOT
 secs=${1:-5}
 export RD_PORT_BASE=${RD_PORT_BASE:-61000}
 

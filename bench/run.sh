@@ -11,24 +11,18 @@
 # Needs root (the servers' masters), dovecot, postfix, python3 and cargo. Talks to
 # 127.0.0.1 only. RD_PORT_BASE (default 60000) moves the servers' ports.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname -- "$0")/lib.sh"
 
-ROOT=$(cd -- "$(dirname -- "$0")/.." && pwd -P)
 SECS=${RD_BENCH_SECS:-2}
 BASE=${RD_PORT_BASE:-60000}
-DIR=$(mktemp -d /tmp/rd-bench.XXXXXX)
+bench_temp_dir rd-bench
 OUT=$ROOT/BENCHMARKS.md
 [[ $# -gt 0 ]] && OUT=$ROOT/target/bench/partial.md
 
-cd "$ROOT"
-cargo build --quiet --release --manifest-path bench/Cargo.toml --target-dir target/bench
+bench_build
 BIN=$ROOT/target/bench/release/rdbench
-
-stop() {
-    tests/servers/servers.sh stop "$DIR" >/dev/null 2>&1 || true
-    rm -rf -- "$DIR"
-}
-trap stop EXIT
-RD_PORT_BASE=$BASE tests/servers/servers.sh start "$DIR" >/dev/null </dev/null
+bench_start_servers "$DIR" "$BASE"
 
 RESULTS=$DIR/results.md
 {
