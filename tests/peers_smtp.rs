@@ -7,7 +7,7 @@ mod peer;
 use peer::dialogue::smtp_hello;
 use peer::{b64, ca_file_line, open, plain_b64, CDirectory, ImapServer, Peer, SmtpServer};
 use remote_directory::ffi::directory_result::{self, *};
-use remote_directory::Kind;
+use remote_directory::{Directory, Kind};
 use std::time::Duration;
 
 const ALICE: &str = "alice@example.org";
@@ -388,16 +388,24 @@ fn smtp_rcpt_limit_of_three_quits_and_opens_a_new_connection() {
     peer.assert_clean();
 }
 
-#[test]
-fn smtp_421_on_an_idle_pooled_connection_is_replaced_transparently() {
-    let mut server = SmtpServer::smtp(&["PIPELINING"]);
+/// A server offering `ehlo` that answers 421 and closes a connection idle for 200 ms, and a
+/// handle (directory `extra` settings) whose first probe of ALICE left in its pool a
+/// connection the server has closed that way since.
+fn after_an_idle_421(ehlo: &[&str], extra: &[&str]) -> (Peer, Directory) {
+    let mut server = SmtpServer::smtp(ehlo);
     server.idle_421_after = Some(Duration::from_millis(200));
     let peer = server.start();
-    let dir = open("smtp", &peer, &["cache.size = false"]);
+    let dir = open("smtp", &peer, extra);
     dir.rcpt(ALICE).unwrap();
     assert_eq!(dir.idle_connections(), 1);
     // The server answers 421 and closes the idle connection.
     assert!(peer.wait_until(Duration::from_secs(5), |p| p.ended(0)));
+    (peer, dir)
+}
+
+#[test]
+fn smtp_421_on_an_idle_pooled_connection_is_replaced_transparently() {
+    let (peer, dir) = after_an_idle_421(&["PIPELINING"], &["cache.size = false"]);
     dir.rcpt(ALICE).unwrap();
     drop(dir);
     peer.wait_all_ended();
@@ -611,12 +619,7 @@ fn smtp_auth_on_a_probe_connection_resets_the_transaction_first() {
 /// RSET reply, and the connection must be replaced as for any other stale connection.
 #[test]
 fn smtp_421_on_an_idle_probe_connection_before_auth_is_replaced_transparently() {
-    let mut server = SmtpServer::smtp(&["PIPELINING", "AUTH PLAIN"]);
-    server.idle_421_after = Some(Duration::from_millis(200));
-    let peer = server.start();
-    let dir = open("smtp", &peer, &[]);
-    dir.rcpt(ALICE).unwrap();
-    assert!(peer.wait_until(Duration::from_secs(5), |p| p.ended(0)));
+    let (peer, dir) = after_an_idle_421(&["PIPELINING", "AUTH PLAIN"], &[]);
     let auth = dir.auth(ALICE, ALICE_PASS);
     drop(dir);
     peer.wait_all_ended();
@@ -632,12 +635,7 @@ fn smtp_421_on_an_idle_probe_connection_before_auth_is_replaced_transparently() 
 
 #[test]
 fn smtp_421_on_an_idle_tls_connection_is_replaced_transparently() {
-    let mut server = SmtpServer::smtp(&["PIPELINING", "STARTTLS"]);
-    server.idle_421_after = Some(Duration::from_millis(200));
-    let peer = server.start();
-    let dir = open("smtp", &peer, &[&ca_file_line()]);
-    dir.rcpt(ALICE).unwrap();
-    assert!(peer.wait_until(Duration::from_secs(5), |p| p.ended(0)));
+    let (peer, dir) = after_an_idle_421(&["PIPELINING", "STARTTLS"], &[&ca_file_line()]);
     assert_eq!(
         dir.rcpt("nobody@example.org").unwrap_err().kind(),
         Kind::Rejected
