@@ -5,7 +5,8 @@
 mod peer;
 
 use peer::{
-    b64, ca_file_line, open, plain_b64, CDirectory, Conn, ImapServer, Peer, PeerError, PeerResult,
+    b64, ca_file_line, open, plain_b64, sent_for_one_login, CDirectory, Conn, ImapServer, Peer,
+    PeerError, PeerResult,
 };
 use remote_directory::ffi::directory_result::{self, *};
 use remote_directory::{Error, Kind};
@@ -162,13 +163,11 @@ fn imap_one_login_sends_what_the_capabilities_choose() {
     ];
     for (name, server, user, secret, sent) in cases {
         let peer = server.start();
-        let dir = open("imap", &peer, &[]);
-        dir.auth(user, secret)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        drop(dir);
-        peer.wait_all_ended();
-        assert_eq!(peer.all_commands(), [sent], "{name}");
-        peer.assert_clean();
+        assert_eq!(
+            sent_for_one_login(name, "imap", &peer, user, secret),
+            [sent],
+            "{name}"
+        );
     }
 }
 

@@ -858,6 +858,26 @@ pub fn open(kind: &str, peer: &Peer, extra: &[&str]) -> Directory {
     Directory::open_str(&text, None).unwrap_or_else(|e| panic!("open {text:?}: {e}"))
 }
 
+/// Logs `user` in once with its right `secret` through a fresh handle of `kind` against
+/// `peer`, closes the handle and returns what the client sent on each connection. The call
+/// must succeed and the peer must have noticed no violation; `case` names the call in a
+/// failure.
+pub fn sent_for_one_login(
+    case: &str,
+    kind: &str,
+    peer: &Peer,
+    user: &str,
+    secret: &str,
+) -> Vec<Vec<String>> {
+    let dir = open(kind, peer, &[]);
+    dir.auth(user, secret)
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+    drop(dir);
+    peer.wait_all_ended();
+    peer.assert_clean();
+    peer.all_commands()
+}
+
 /// The same directory through the C API, for the result codes C callers get.
 pub struct CDirectory(*mut ffi::directory);
 
