@@ -4,7 +4,7 @@
 # base of its own, so it can run beside bench/run.sh), and prints the tables that go into
 # BENCHMARKS.md, section "remote-directoryd".
 #
-#   bench/daemon.sh                          about a minute on 2 cores
+#   bench/daemon.sh                          about two minutes on 2 cores
 #   RD_BENCH_CALLS=20000 RD_BENCH_LOGINS=400 bench/daemon.sh
 #
 # Needs root (the servers' masters), dovecot, postfix and cargo. Talks to 127.0.0.1 only.
