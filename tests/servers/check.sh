@@ -19,7 +19,7 @@ command -v python3 >/dev/null 2>&1 || { echo "check.sh: python3 not found" >&2; 
 
 # The env file is KEY=VALUE lines; Python reads it itself (same parser the tests need).
 exec python3 - "$ENV_FILE" <<'EOF'
-import base64, imaplib, smtplib, socket, ssl, sys, time, uuid
+import base64, imaplib, os, smtplib, socket, ssl, sys, time, uuid
 
 env = {}
 with open(sys.argv[1], encoding="utf-8") as f:
@@ -220,6 +220,19 @@ def policy_4xx():
     expect(ms < 3000, "4xx took %.0f ms" % ms)
     return "%d %s (%.0f ms)" % (code, msg.decode()[:40], ms)
 
+def policy_spawn_4xx():
+    # The spawn(8) service runs RD_POLICY_SPAWN_DIR/policy-remote-directory, which the
+    # c-examples tests put there with a daemon behind it. Without the program Postfix
+    # defers; with it but no daemon, the program itself defers (DEFER_IF_PERMIT).
+    relay = os.path.join(env["RD_POLICY_SPAWN_DIR"], "policy-remote-directory")
+    c = smtp("RD_POLICY_SPAWN_SMTP_PORT")
+    c.mail("")
+    code, msg = c.rcpt(ALICE)
+    c.quit()
+    expect(400 <= code < 500, "%d %r" % (code, msg))
+    state = "relay installed" if os.path.exists(relay) else "no relay"
+    return "%d %s (%s)" % (code, msg.decode()[:40], state)
+
 def deliver():
     # End to end: Postfix accepts for alice, delivers over LMTP into Dovecot's store.
     token = uuid.uuid4().hex
@@ -244,6 +257,8 @@ check("Postfix STARTTLS (CA verified) AUTH alice -> 235", postfix_auth)
 check("Postfix STARTTLS AUTH PLAIN bob (UTF-8) -> 235", postfix_auth_bob)
 check("Postfix STARTTLS AUTH wrong password -> 535", postfix_auth_wrong)
 check("Postfix %d RCPT with no policy service -> 4xx" % port("RD_POLICY_SMTP_PORT"), policy_4xx)
+check("Postfix %d RCPT through spawn(8), no daemon -> 4xx" % port("RD_POLICY_SPAWN_SMTP_PORT"),
+      policy_spawn_4xx)
 check("Postfix -> LMTP -> Dovecot delivery to alice", deliver)
 
 # ---- Dovecot submission -------------------------------------------------------------
