@@ -360,13 +360,38 @@ fn committed_header_declares_exactly_the_api() {
     }
 }
 
-/// Writes `text` to a fresh file and returns its path as a C string.
-fn config_file(name: &str, text: &str) -> CString {
-    let dir = std::env::temp_dir().join(format!("rd-ffi-config-{}", std::process::id()));
+/// A configuration file written for one test, in a directory of its own; both are removed
+/// when the test drops it.
+struct ConfigFile {
+    path: std::path::PathBuf,
+    c_path: CString,
+}
+
+impl ConfigFile {
+    fn as_ptr(&self) -> *const std::ffi::c_char {
+        self.c_path.as_ptr()
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Writes `text` to a fresh file `name` (unique among the tests of this binary).
+fn config_file(name: &str, text: &str) -> ConfigFile {
+    let dir = std::env::temp_dir().join(format!("rd-ffi-config-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
-    c(path.to_str().unwrap())
+    ConfigFile {
+        c_path: c(path.to_str().unwrap()),
+        path,
+    }
 }
 
 fn take_string(s: *mut std::ffi::c_char) -> String {
