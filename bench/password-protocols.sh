@@ -32,6 +32,7 @@ cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     tests/servers/servers.sh stop "$dir/servers" >/dev/null 2>&1 || true
+    rm -rf -- "$dir"
 }
 trap cleanup EXIT
 tests/servers/servers.sh start "$dir/servers" >/dev/null </dev/null 2>"$dir/servers.log" ||

@@ -32,7 +32,16 @@ fi
 
 step "real servers"
 servers=$(mktemp -d /tmp/remote-directory-servers.XXXXXX)
-cleanup() { tests/servers/servers.sh stop "$servers" >/dev/null 2>&1 || true; }
+# The servers' directory (their logs) is kept when a step failed, and removed otherwise.
+cleanup() {
+    local rc=$?
+    tests/servers/servers.sh stop "$servers" >/dev/null 2>&1 || true
+    if ((rc == 0)); then
+        rm -rf -- "$servers" "$servers.start.log"
+    else
+        echo "test.sh: the test servers' logs are kept in $servers" >&2
+    fi
+}
 trap cleanup EXIT
 tests/servers/servers.sh start "$servers" >/dev/null </dev/null 2>"$servers.start.log" ||
     { cat "$servers.start.log" >&2; exit 1; }

@@ -30,8 +30,20 @@ use std::time::Duration;
 
 const ALICE: &str = "alice@example.org";
 
+/// The lock a test holds; when the test ends, the trace it wrote is removed.
+struct Held {
+    _lock: MutexGuard<'static, ()>,
+    trace: PathBuf,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.trace);
+    }
+}
+
 /// The lock every test holds, and the trace file all handles of this process write to.
-fn setup() -> (MutexGuard<'static, ()>, PathBuf) {
+fn setup() -> (Held, PathBuf) {
     static LOCK: Mutex<()> = Mutex::new(());
     static TRACE: OnceLock<PathBuf> = OnceLock::new();
     let guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
@@ -46,7 +58,13 @@ fn setup() -> (MutexGuard<'static, ()>, PathBuf) {
             path
         })
         .clone();
-    (guard, path)
+    (
+        Held {
+            _lock: guard,
+            trace: path.clone(),
+        },
+        path,
+    )
 }
 
 /// Every form in which a secret could leak.
@@ -402,6 +420,11 @@ fn a_server_echoing_the_credentials_back_does_not_put_them_in_the_message_or_tra
         assert_no_leak("an error message", message, &secrets);
     }
     let trace_text = std::fs::read_to_string(&trace).unwrap_or_default();
+    assert!(
+        trace_text.contains("S: "),
+        "the trace at {} was not written",
+        trace.display()
+    );
     for line in trace_text.lines() {
         assert_no_leak("the trace", line, &secrets);
     }
