@@ -52,4 +52,5 @@ echo "pip install ./python pytest mypy: $(($(date +%s) - start)) s"
 cd "$venv"
 # The installed package's type hints, as a user's type checker sees them through py.typed.
 "$venv/bin/python" -m mypy --strict --no-incremental -p remote_directory
-"$venv/bin/python" -m pytest -v -rA -p no:cacheprovider "$root/python/tests" "$@"
+# tmp_path directories inside the venv: removed with it, nothing left in /tmp.
+"$venv/bin/python" -m pytest -v -rA -p no:cacheprovider --basetemp="$venv/pytest-tmp" "$root/python/tests" "$@"
