@@ -114,8 +114,7 @@ impl Conn {
         let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
             .map_err(|e| err("connect", e))?;
         tcp.set_nodelay(true).map_err(|e| err("nodelay", e))?;
-        tcp.set_read_timeout(Some(Duration::from_secs(10)))
-            .map_err(|e| err("timeout", e))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| err("timeout", e))?;
         Ok(Conn {
             stream: Stream::Plain(Sock {
                 tcp,
@@ -136,8 +135,7 @@ impl Conn {
         let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
         let mut tls = ClientConnection::new(config, name).map_err(|e| err("TLS", e))?;
         while tls.is_handshaking() {
-            tls.complete_io(&mut sock)
-                .map_err(|e| err("TLS handshake", e))?;
+            tls.complete_io(&mut sock).map_err(|e| err("TLS handshake", e))?;
         }
         if self.opts.quickack {
             // While young: the server's session tickets and first reply come next.
@@ -178,10 +176,7 @@ impl Conn {
     /// The next line without CRLF, as a range of the buffer (valid until the next read).
     fn line(&mut self) -> R<(usize, usize)> {
         loop {
-            if let Some(p) = self.buf[self.start..self.end]
-                .iter()
-                .position(|&b| b == b'\n')
-            {
+            if let Some(p) = self.buf[self.start..self.end].iter().position(|&b| b == b'\n') {
                 let s = self.start;
                 let mut e = s + p;
                 self.start = e + 1;
@@ -241,10 +236,7 @@ impl Conn {
     pub fn imap_greeting(&mut self) -> R<()> {
         let (s, e) = self.line()?;
         if !self.buf[s..e].starts_with(b"* OK") {
-            return Err(format!(
-                "greeting {:?}",
-                String::from_utf8_lossy(&self.buf[s..e])
-            ));
+            return Err(format!("greeting {:?}", String::from_utf8_lossy(&self.buf[s..e])));
         }
         Ok(())
     }
@@ -255,11 +247,7 @@ pub fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -275,11 +263,7 @@ pub fn base64(data: &[u8]) -> String {
 /// SMTP or LMTP up to an open transaction: greeting, EHLO/LHLO, [STARTTLS, EHLO/LHLO],
 /// MAIL FROM:<>. `tls` = None keeps the session plain.
 pub fn smtp_open(port: u16, lmtp: bool, tls: Option<Arc<ClientConfig>>, opts: TlsOpts) -> R<Conn> {
-    let hello: &[u8] = if lmtp {
-        b"LHLO [127.0.0.1]\r\n"
-    } else {
-        b"EHLO [127.0.0.1]\r\n"
-    };
+    let hello: &[u8] = if lmtp { b"LHLO [127.0.0.1]\r\n" } else { b"EHLO [127.0.0.1]\r\n" };
     let mut c = Conn::connect(port, opts)?;
     if c.reply()? != 220 {
         return Err("greeting".into());
@@ -402,13 +386,7 @@ impl Floor {
 mod tests {
     #[test]
     fn base64_matches_rfc4648() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-        ] {
+        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg==")] {
             assert_eq!(super::base64(i.as_bytes()), o);
         }
     }

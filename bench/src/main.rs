@@ -83,9 +83,7 @@ struct Env {
 
 fn load_env(path: &str) -> Env {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
-        panic!(
-            "{path}: {e}; start the servers: tests/servers/servers.sh start DIR, then pass DIR/env"
-        )
+        panic!("{path}: {e}; start the servers: tests/servers/servers.sh start DIR, then pass DIR/env")
     });
     let map: HashMap<&str, &str> = text
         .lines()
@@ -119,11 +117,7 @@ const WARM_RCPTS: u32 = 1000;
 /// A library configuration for the test servers. The result cache (on by default) stays
 /// off unless `extra` configures it: the other scenarios ask the same address again and again.
 fn lib_config(env: &Env, kind: &str, port: u16, implicit: bool, extra: &str) -> String {
-    let cache = if extra.contains("cache.") {
-        ""
-    } else {
-        "cache.size = false\n"
-    };
+    let cache = if extra.contains("cache.") { "" } else { "cache.size = false\n" };
     format!(
         "[directory.bench]\ntype = \"{kind}\"\naddress = \"127.0.0.1\"\nport = {port}\n\
          timeout = \"10s\"\ntls.implicit = {implicit}\ntls.ca-file = \"{}\"\n\
@@ -183,8 +177,7 @@ const S_AUTH: &str = "auth: right password";
 const S_SPARSE: &str = "auth: right password, one login every 150 ms (light load), 1 thread";
 const S_WRONG: &str = "auth: wrong password (Dovecot answers after ~500 ms)";
 const S_PEER: &str = "rcpt against a scripted peer answering after 5 ms";
-const S_PAIR: &str =
-    "rcpt: warm library and floor interleaved in one process (for the 1.3x target)";
+const S_PAIR: &str = "rcpt: warm library and floor interleaved in one process (for the 1.3x target)";
 const S_PEER0: &str = "client overhead: an in-process peer that answers at once (plain TCP)";
 const S_STALL: &str = "Postfix STARTTLS (TLS 1.3) first-reply stall: variants, 1 thread";
 
@@ -226,269 +219,69 @@ fn specs() -> Vec<Spec> {
         rows: &[],
     };
     vec![
-        s(
-            "noop",
-            "baseline",
-            "process that does nothing (peak memory baseline)",
-            ONE,
-        ),
-        s(
-            "lib.rcpt.warm.lmtp",
-            S_LIB,
-            "warm, Dovecot LMTP, STARTTLS",
-            T,
-        ),
-        s(
-            "lib.rcpt.warm.smtp",
-            S_LIB,
-            "warm, Postfix SMTP, STARTTLS",
-            T,
-        ),
-        s(
-            "lib.rcpt.warm10.lmtp",
-            S_LIB,
-            "warm, limits.rcpt = 10 (default), LMTP",
-            T,
-        ),
-        s(
-            "lib.rcpt.warm10.smtp",
-            S_LIB,
-            "warm, limits.rcpt = 10 (default), Postfix",
-            T,
-        ),
-        s(
-            "lib.rcpt.cold.lmtp",
-            S_LIB,
-            "cold (limits.rcpt = 1), LMTP",
-            T,
-        ),
-        s(
-            "lib.rcpt.cold.smtp",
-            S_LIB,
-            "cold (limits.rcpt = 1), Postfix",
-            T,
-        ),
-        s(
-            "lib.rcpt.handle.lmtp",
-            S_LIB,
-            "cold, a new handle per call, LMTP",
-            T,
-        ),
-        s(
-            "lib.rcpt.handle.smtp",
-            S_LIB,
-            "cold, a new handle per call, Postfix",
-            T,
-        ),
-        s(
-            "lib.rcpt.cached",
-            S_LIB,
-            "cached (cache.entries set, same address), Rust API",
-            T,
-        ),
-        s(
-            "lib.rcpt.cached.capi",
-            S_LIB,
-            "cached, through the C API (directory_rcpt)",
-            T,
-        ),
+        s("noop", "baseline", "process that does nothing (peak memory baseline)", ONE),
+        s("lib.rcpt.warm.lmtp", S_LIB, "warm, Dovecot LMTP, STARTTLS", T),
+        s("lib.rcpt.warm.smtp", S_LIB, "warm, Postfix SMTP, STARTTLS", T),
+        s("lib.rcpt.warm10.lmtp", S_LIB, "warm, limits.rcpt = 10 (default), LMTP", T),
+        s("lib.rcpt.warm10.smtp", S_LIB, "warm, limits.rcpt = 10 (default), Postfix", T),
+        s("lib.rcpt.cold.lmtp", S_LIB, "cold (limits.rcpt = 1), LMTP", T),
+        s("lib.rcpt.cold.smtp", S_LIB, "cold (limits.rcpt = 1), Postfix", T),
+        s("lib.rcpt.handle.lmtp", S_LIB, "cold, a new handle per call, LMTP", T),
+        s("lib.rcpt.handle.smtp", S_LIB, "cold, a new handle per call, Postfix", T),
+        s("lib.rcpt.cached", S_LIB, "cached (cache.entries set, same address), Rust API", T),
+        s("lib.rcpt.cached.capi", S_LIB, "cached, through the C API (directory_rcpt)", T),
         s("floor.lmtp.plain", S_FLOOR, "Dovecot LMTP, no TLS", T),
         s("floor.lmtp.tls", S_FLOOR, "Dovecot LMTP, STARTTLS", T),
         s("floor.smtp.plain", S_FLOOR, "Postfix SMTP, no TLS", T),
         s("floor.smtp.tls", S_FLOOR, "Postfix SMTP, STARTTLS", T),
-        pair(
-            "pair.lmtp",
-            S_PAIR,
-            &[
-                ("pair.lmtp.lib", "library warm, Dovecot LMTP, STARTTLS"),
-                ("pair.lmtp.floor", "floor, Dovecot LMTP, STARTTLS"),
-            ],
-        ),
-        pair(
-            "pair.smtp",
-            S_PAIR,
-            &[
-                ("pair.smtp.lib", "library warm, Postfix, STARTTLS"),
-                ("pair.smtp.floor", "floor, Postfix, STARTTLS"),
-            ],
-        ),
-        s(
-            "usual.rcpt.lmtp",
-            S_USUAL,
-            "Rust std+rustls, LMTP, STARTTLS",
-            T,
-        ),
-        s(
-            "usual.rcpt.smtp",
-            S_USUAL,
-            "Rust std+rustls, Postfix, STARTTLS",
-            T,
-        ),
+        pair("pair.lmtp", S_PAIR, &[
+            ("pair.lmtp.lib", "library warm, Dovecot LMTP, STARTTLS"),
+            ("pair.lmtp.floor", "floor, Dovecot LMTP, STARTTLS"),
+        ]),
+        pair("pair.smtp", S_PAIR, &[
+            ("pair.smtp.lib", "library warm, Postfix, STARTTLS"),
+            ("pair.smtp.floor", "floor, Postfix, STARTTLS"),
+        ]),
+        s("usual.rcpt.lmtp", S_USUAL, "Rust std+rustls, LMTP, STARTTLS", T),
+        s("usual.rcpt.smtp", S_USUAL, "Rust std+rustls, Postfix, STARTTLS", T),
         py("py.rcpt.lmtp", S_USUAL, "Python smtplib.LMTP, STARTTLS"),
-        py(
-            "py.rcpt.smtp",
-            S_USUAL,
-            "Python smtplib.SMTP, Postfix, STARTTLS",
-        ),
+        py("py.rcpt.smtp", S_USUAL, "Python smtplib.SMTP, Postfix, STARTTLS"),
         s("lib.auth.ok.imap", S_AUTH, "library, IMAP STARTTLS", T),
         s("lib.auth.ok.imaps", S_AUTH, "library, IMAP implicit TLS", T),
-        s(
-            "lib.auth.ok.submission",
-            S_AUTH,
-            "library, Dovecot submission STARTTLS",
-            T,
-        ),
-        s(
-            "lib.auth.ok.smtp",
-            S_AUTH,
-            "library, Postfix SMTP AUTH STARTTLS",
-            T,
-        ),
-        s(
-            "usual.auth.imap",
-            S_AUTH,
-            "new connection per call (Rust), IMAP STARTTLS",
-            T,
-        ),
-        s(
-            "usual.auth.imaps",
-            S_AUTH,
-            "new connection per call (Rust), IMAP implicit TLS",
-            T,
-        ),
-        s(
-            "usual.auth.submission",
-            S_AUTH,
-            "new connection per call (Rust), submission",
-            T,
-        ),
-        s(
-            "usual.auth.smtp",
-            S_AUTH,
-            "new connection per call (Rust), Postfix",
-            T,
-        ),
+        s("lib.auth.ok.submission", S_AUTH, "library, Dovecot submission STARTTLS", T),
+        s("lib.auth.ok.smtp", S_AUTH, "library, Postfix SMTP AUTH STARTTLS", T),
+        s("usual.auth.imap", S_AUTH, "new connection per call (Rust), IMAP STARTTLS", T),
+        s("usual.auth.imaps", S_AUTH, "new connection per call (Rust), IMAP implicit TLS", T),
+        s("usual.auth.submission", S_AUTH, "new connection per call (Rust), submission", T),
+        s("usual.auth.smtp", S_AUTH, "new connection per call (Rust), Postfix", T),
         py("py.auth.imap", S_AUTH, "Python imaplib, STARTTLS, login()"),
         py("py.auth.imaps", S_AUTH, "Python imaplib.IMAP4_SSL, login()"),
-        py(
-            "py.auth.submission",
-            S_AUTH,
-            "Python smtplib, submission, login()",
-        ),
-        s(
-            "lib.auth.ok.imap.minidle",
-            S_AUTH,
-            "library, IMAP STARTTLS, pool.min-idle = threads",
-            T,
-        ),
-        s(
-            "lib.auth.cached",
-            S_AUTH,
-            "library, cache.auth-ttl set, same user and password",
-            T,
-        ),
-        Spec {
-            secs: Some(3.0),
-            ..s(
-                "lib.auth.sparse.imap",
-                S_SPARSE,
-                "library, IMAP STARTTLS",
-                ONE,
-            )
-        },
-        Spec {
-            secs: Some(3.0),
-            ..s(
-                "lib.auth.sparse.imap.minidle",
-                S_SPARSE,
-                "library, IMAP STARTTLS, pool.min-idle = 1",
-                ONE,
-            )
-        },
-        Spec {
-            secs: Some(3.0),
-            ..s(
-                "usual.auth.sparse.imap",
-                S_SPARSE,
-                "new connection per call (Rust), IMAP STARTTLS",
-                ONE,
-            )
-        },
+        py("py.auth.submission", S_AUTH, "Python smtplib, submission, login()"),
+        s("lib.auth.ok.imap.minidle", S_AUTH, "library, IMAP STARTTLS, pool.min-idle = threads", T),
+        s("lib.auth.cached", S_AUTH, "library, cache.auth-ttl set, same user and password", T),
+        Spec { secs: Some(3.0), ..s("lib.auth.sparse.imap", S_SPARSE, "library, IMAP STARTTLS", ONE) },
+        Spec { secs: Some(3.0), ..s("lib.auth.sparse.imap.minidle", S_SPARSE, "library, IMAP STARTTLS, pool.min-idle = 1", ONE) },
+        Spec { secs: Some(3.0), ..s("usual.auth.sparse.imap", S_SPARSE, "new connection per call (Rust), IMAP STARTTLS", ONE) },
         wrong("lib.auth.wrong.imap", "library, IMAP STARTTLS"),
         wrong("lib.auth.wrong.imaps", "library, IMAP implicit TLS"),
         wrong("lib.auth.wrong.submission", "library, Dovecot submission"),
-        wrong(
-            "usual.auth.wrong.imap",
-            "new connection per call (Rust), IMAP STARTTLS",
-        ),
-        s(
-            "peer5.lib.rcpt",
-            S_PEER,
-            "library, warm, pool.max-connections = 16",
-            T,
-        ),
-        s(
-            "peer5.floor",
-            S_PEER,
-            "floor client, one connection per thread",
-            T,
-        ),
+        wrong("usual.auth.wrong.imap", "new connection per call (Rust), IMAP STARTTLS"),
+        s("peer5.lib.rcpt", S_PEER, "library, warm, pool.max-connections = 16", T),
+        s("peer5.floor", S_PEER, "floor client, one connection per thread", T),
         Spec {
             threads: &[1, 4],
-            ..pair(
-                "pair.peer0",
-                S_PEER0,
-                &[
-                    ("pair.peer0.lib", "library, warm"),
-                    (
-                        "pair.peer0.floor",
-                        "floor client, one connection per thread",
-                    ),
-                ],
-            )
+            ..pair("pair.peer0", S_PEER0, &[
+                ("pair.peer0.lib", "library, warm"),
+                ("pair.peer0.floor", "floor client, one connection per thread"),
+            ])
         },
-        s(
-            "stall.lib.cold.smtp",
-            S_STALL,
-            "library as is, cold rcpt, Postfix",
-            ONE,
-        ),
-        s(
-            "stall.lib.cold.lmtp",
-            S_STALL,
-            "library as is, cold rcpt, Dovecot LMTP",
-            ONE,
-        ),
-        s(
-            "stall.usual.smtp",
-            S_STALL,
-            "new connection, TLS 1.3, nothing done",
-            ONE,
-        ),
-        s(
-            "stall.usual.smtp.quickack",
-            S_STALL,
-            "new connection, TLS 1.3, TCP_QUICKACK before the first 4 reads after the handshake",
-            ONE,
-        ),
-        s(
-            "stall.usual.smtp.tls12",
-            S_STALL,
-            "new connection, TLS 1.2 only",
-            ONE,
-        ),
-        s(
-            "stall.usual.lmtp",
-            S_STALL,
-            "new connection, TLS 1.3, Dovecot LMTP",
-            ONE,
-        ),
-        s(
-            "mem.idle10",
-            "memory",
-            "a handle with 10 idle TLS connections",
-            ONE,
-        ),
+        s("stall.lib.cold.smtp", S_STALL, "library as is, cold rcpt, Postfix", ONE),
+        s("stall.lib.cold.lmtp", S_STALL, "library as is, cold rcpt, Dovecot LMTP", ONE),
+        s("stall.usual.smtp", S_STALL, "new connection, TLS 1.3, nothing done", ONE),
+        s("stall.usual.smtp.quickack", S_STALL, "new connection, TLS 1.3, TCP_QUICKACK before the first 4 reads after the handshake", ONE),
+        s("stall.usual.smtp.tls12", S_STALL, "new connection, TLS 1.2 only", ONE),
+        s("stall.usual.lmtp", S_STALL, "new connection, TLS 1.3, Dovecot LMTP", ONE),
+        s("mem.idle10", "memory", "a handle with 10 idle TLS connections", ONE),
     ]
 }
 
@@ -674,10 +467,7 @@ fn pair_run(
     d: Duration,
     floor: impl Fn() -> client::Floor,
 ) -> String {
-    struct Lease<'a>(
-        &'a std::sync::Mutex<Vec<client::Floor>>,
-        Option<client::Floor>,
-    );
+    struct Lease<'a>(&'a std::sync::Mutex<Vec<client::Floor>>, Option<client::Floor>);
     impl Drop for Lease<'_> {
         fn drop(&mut self) {
             if let Some(f) = self.1.take() {
@@ -695,13 +485,9 @@ fn pair_run(
     for round in 0..8 {
         for side in [round % 2, 1 - round % 2] {
             if side == 0 {
-                let o = stats::run(
-                    threads,
-                    slice,
-                    u64::MAX,
-                    |_| drop(dir.rcpt(ADDRESS)),
-                    |_| want_ok(dir.rcpt(ADDRESS)),
-                );
+                let o = stats::run(threads, slice, u64::MAX, |_| drop(dir.rcpt(ADDRESS)), |_| {
+                    want_ok(dir.rcpt(ADDRESS))
+                });
                 add(&mut lib, o);
             } else {
                 let o = stats::run(
@@ -709,11 +495,7 @@ fn pair_run(
                     slice,
                     u64::MAX,
                     |_| Lease(&floors, floors.lock().unwrap().pop()),
-                    |l| {
-                        l.1.as_mut()
-                            .expect("a floor connection per thread")
-                            .rcpt(RCPT_LINE)
-                    },
+                    |l| l.1.as_mut().expect("a floor connection per thread").rcpt(RCPT_LINE),
                 );
                 add(&mut flo, o);
             }
@@ -853,19 +635,16 @@ fn parse_result(line: &str) -> Option<(Option<String>, Row)> {
         None => (None, rest.strip_prefix(' ')?),
     };
     let mut w = rest.splitn(8, ' ');
-    Some((
-        name,
-        Row {
-            calls: w.next()?.parse().ok()?,
-            wall: w.next()?.parse().ok()?,
-            p50: w.next()?.parse().ok()?,
-            p99: w.next()?.parse().ok()?,
-            errors: w.next()?.parse().ok()?,
-            hwm_kib: w.next()?.parse().ok()?,
-            slow: w.next()?.parse().ok()?,
-            first_error: w.next().unwrap_or("-").to_string(),
-        },
-    ))
+    Some((name, Row {
+        calls: w.next()?.parse().ok()?,
+        wall: w.next()?.parse().ok()?,
+        p50: w.next()?.parse().ok()?,
+        p99: w.next()?.parse().ok()?,
+        errors: w.next()?.parse().ok()?,
+        hwm_kib: w.next()?.parse().ok()?,
+        slow: w.next()?.parse().ok()?,
+        first_error: w.next().unwrap_or("-").to_string(),
+    }))
 }
 
 fn run_child(cmd: &mut Command, limit: Duration) -> Result<Vec<String>, String> {
@@ -900,10 +679,7 @@ fn run_child(cmd: &mut Command, limit: Duration) -> Result<Vec<String>, String> 
         true => Err(format!(
             "no result ({}): {}",
             out.status,
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
         )),
     }
 }
@@ -1013,10 +789,7 @@ fn orchestrate(args: &[String]) {
     }
     let md = render(&specs, &results, mem.as_deref(), secs, began.elapsed());
     std::fs::write(&out_path, md).unwrap_or_else(|e| panic!("{out_path}: {e}"));
-    eprintln!(
-        "rdbench: wrote {out_path} in {:.0} s",
-        began.elapsed().as_secs_f64()
-    );
+    eprintln!("rdbench: wrote {out_path} in {:.0} s", began.elapsed().as_secs_f64());
 }
 
 type Results = HashMap<(String, usize), Result<Row, String>>;
@@ -1037,11 +810,7 @@ fn render(specs: &[Spec], r: &Results, mem: Option<&[i64]>, secs: f64, took: Dur
     let mut section = "";
     for spec in specs.iter().filter(|s| s.id != "mem.idle10") {
         for (id, label) in spec.rows() {
-            if !spec
-                .threads
-                .iter()
-                .any(|&t| r.contains_key(&(id.to_string(), t)))
-            {
+            if !spec.threads.iter().any(|&t| r.contains_key(&(id.to_string(), t))) {
                 continue;
             }
             if spec.section != section {
@@ -1054,18 +823,13 @@ fn render(specs: &[Spec], r: &Results, mem: Option<&[i64]>, secs: f64, took: Dur
                 match r.get(&(id.to_string(), t)) {
                     None => {}
                     Some(Err(e)) => {
-                        let _ =
-                            writeln!(md, "| {label} | `{id}` | {t} | failed: {e} | | | | | | |");
+                        let _ = writeln!(md, "| {label} | `{id}` | {t} | failed: {e} | | | | | | |");
                     }
                     Some(Ok(row)) => {
                         let errors = if row.errors == 0 {
                             "0".to_string()
                         } else {
-                            format!(
-                                "{} ({})",
-                                row.errors,
-                                row.first_error.chars().take(120).collect::<String>()
-                            )
+                            format!("{} ({})", row.errors, row.first_error.chars().take(120).collect::<String>())
                         };
                         let _ = writeln!(
                             md,
@@ -1088,166 +852,38 @@ fn render(specs: &[Spec], r: &Results, mem: Option<&[i64]>, secs: f64, took: Dur
     let _ = writeln!(md, "| comparison | 1 thread: calls/s ratio | median ratio | 4 threads: calls/s ratio | 16 threads: calls/s ratio |");
     let _ = writeln!(md, "|---|---:|---:|---:|---:|");
     let pairs = [
-        (
-            "warm LMTP ÷ floor LMTP (TLS)",
-            "lib.rcpt.warm.lmtp",
-            "floor.lmtp.tls",
-        ),
-        (
-            "warm Postfix ÷ floor Postfix (TLS)",
-            "lib.rcpt.warm.smtp",
-            "floor.smtp.tls",
-        ),
-        (
-            "warm LMTP ÷ floor LMTP (no TLS)",
-            "lib.rcpt.warm.lmtp",
-            "floor.lmtp.plain",
-        ),
-        (
-            "warm Postfix ÷ floor Postfix (no TLS)",
-            "lib.rcpt.warm.smtp",
-            "floor.smtp.plain",
-        ),
-        (
-            "warm, limits.rcpt = 10, LMTP ÷ floor LMTP (TLS)",
-            "lib.rcpt.warm10.lmtp",
-            "floor.lmtp.tls",
-        ),
-        (
-            "warm, limits.rcpt = 10, Postfix ÷ floor Postfix (TLS)",
-            "lib.rcpt.warm10.smtp",
-            "floor.smtp.tls",
-        ),
-        (
-            "warm LMTP ÷ new connection per call (Rust)",
-            "lib.rcpt.warm.lmtp",
-            "usual.rcpt.lmtp",
-        ),
-        (
-            "warm Postfix ÷ new connection per call (Rust)",
-            "lib.rcpt.warm.smtp",
-            "usual.rcpt.smtp",
-        ),
-        (
-            "warm LMTP ÷ Python smtplib.LMTP",
-            "lib.rcpt.warm.lmtp",
-            "py.rcpt.lmtp",
-        ),
-        (
-            "warm Postfix ÷ Python smtplib",
-            "lib.rcpt.warm.smtp",
-            "py.rcpt.smtp",
-        ),
-        (
-            "cold LMTP ÷ new connection per call (Rust)",
-            "lib.rcpt.cold.lmtp",
-            "usual.rcpt.lmtp",
-        ),
-        (
-            "cold Postfix ÷ new connection per call (Rust)",
-            "lib.rcpt.cold.smtp",
-            "usual.rcpt.smtp",
-        ),
-        (
-            "cold LMTP ÷ Python smtplib.LMTP",
-            "lib.rcpt.cold.lmtp",
-            "py.rcpt.lmtp",
-        ),
-        (
-            "cold Postfix ÷ Python smtplib",
-            "lib.rcpt.cold.smtp",
-            "py.rcpt.smtp",
-        ),
-        (
-            "cached ÷ warm LMTP",
-            "lib.rcpt.cached",
-            "lib.rcpt.warm.lmtp",
-        ),
-        (
-            "cached ÷ floor LMTP (TLS)",
-            "lib.rcpt.cached",
-            "floor.lmtp.tls",
-        ),
-        (
-            "auth ok IMAP STARTTLS ÷ new connection (Rust)",
-            "lib.auth.ok.imap",
-            "usual.auth.imap",
-        ),
-        (
-            "auth ok IMAP STARTTLS ÷ Python imaplib",
-            "lib.auth.ok.imap",
-            "py.auth.imap",
-        ),
-        (
-            "auth ok IMAPS ÷ new connection (Rust)",
-            "lib.auth.ok.imaps",
-            "usual.auth.imaps",
-        ),
-        (
-            "auth ok IMAPS ÷ Python IMAP4_SSL",
-            "lib.auth.ok.imaps",
-            "py.auth.imaps",
-        ),
-        (
-            "auth ok submission ÷ new connection (Rust)",
-            "lib.auth.ok.submission",
-            "usual.auth.submission",
-        ),
-        (
-            "auth ok submission ÷ Python smtplib",
-            "lib.auth.ok.submission",
-            "py.auth.submission",
-        ),
-        (
-            "auth ok Postfix ÷ new connection (Rust)",
-            "lib.auth.ok.smtp",
-            "usual.auth.smtp",
-        ),
-        (
-            "auth ok IMAP, pool.min-idle ÷ without",
-            "lib.auth.ok.imap.minidle",
-            "lib.auth.ok.imap",
-        ),
-        (
-            "auth, light load: pool.min-idle = 1 ÷ without",
-            "lib.auth.sparse.imap.minidle",
-            "lib.auth.sparse.imap",
-        ),
-        (
-            "auth, light load: library ÷ new connection (Rust)",
-            "lib.auth.sparse.imap",
-            "usual.auth.sparse.imap",
-        ),
-        (
-            "auth cached ÷ auth ok IMAP",
-            "lib.auth.cached",
-            "lib.auth.ok.imap",
-        ),
-        (
-            "auth wrong IMAP ÷ new connection (Rust)",
-            "lib.auth.wrong.imap",
-            "usual.auth.wrong.imap",
-        ),
-        (
-            "5 ms peer: library ÷ floor",
-            "peer5.lib.rcpt",
-            "peer5.floor",
-        ),
-        (
-            "interleaved: warm LMTP ÷ floor LMTP (TLS)",
-            "pair.lmtp.lib",
-            "pair.lmtp.floor",
-        ),
-        (
-            "interleaved: warm Postfix ÷ floor Postfix (TLS)",
-            "pair.smtp.lib",
-            "pair.smtp.floor",
-        ),
-        (
-            "instant peer (interleaved): library ÷ floor",
-            "pair.peer0.lib",
-            "pair.peer0.floor",
-        ),
+        ("warm LMTP ÷ floor LMTP (TLS)", "lib.rcpt.warm.lmtp", "floor.lmtp.tls"),
+        ("warm Postfix ÷ floor Postfix (TLS)", "lib.rcpt.warm.smtp", "floor.smtp.tls"),
+        ("warm LMTP ÷ floor LMTP (no TLS)", "lib.rcpt.warm.lmtp", "floor.lmtp.plain"),
+        ("warm Postfix ÷ floor Postfix (no TLS)", "lib.rcpt.warm.smtp", "floor.smtp.plain"),
+        ("warm, limits.rcpt = 10, LMTP ÷ floor LMTP (TLS)", "lib.rcpt.warm10.lmtp", "floor.lmtp.tls"),
+        ("warm, limits.rcpt = 10, Postfix ÷ floor Postfix (TLS)", "lib.rcpt.warm10.smtp", "floor.smtp.tls"),
+        ("warm LMTP ÷ new connection per call (Rust)", "lib.rcpt.warm.lmtp", "usual.rcpt.lmtp"),
+        ("warm Postfix ÷ new connection per call (Rust)", "lib.rcpt.warm.smtp", "usual.rcpt.smtp"),
+        ("warm LMTP ÷ Python smtplib.LMTP", "lib.rcpt.warm.lmtp", "py.rcpt.lmtp"),
+        ("warm Postfix ÷ Python smtplib", "lib.rcpt.warm.smtp", "py.rcpt.smtp"),
+        ("cold LMTP ÷ new connection per call (Rust)", "lib.rcpt.cold.lmtp", "usual.rcpt.lmtp"),
+        ("cold Postfix ÷ new connection per call (Rust)", "lib.rcpt.cold.smtp", "usual.rcpt.smtp"),
+        ("cold LMTP ÷ Python smtplib.LMTP", "lib.rcpt.cold.lmtp", "py.rcpt.lmtp"),
+        ("cold Postfix ÷ Python smtplib", "lib.rcpt.cold.smtp", "py.rcpt.smtp"),
+        ("cached ÷ warm LMTP", "lib.rcpt.cached", "lib.rcpt.warm.lmtp"),
+        ("cached ÷ floor LMTP (TLS)", "lib.rcpt.cached", "floor.lmtp.tls"),
+        ("auth ok IMAP STARTTLS ÷ new connection (Rust)", "lib.auth.ok.imap", "usual.auth.imap"),
+        ("auth ok IMAP STARTTLS ÷ Python imaplib", "lib.auth.ok.imap", "py.auth.imap"),
+        ("auth ok IMAPS ÷ new connection (Rust)", "lib.auth.ok.imaps", "usual.auth.imaps"),
+        ("auth ok IMAPS ÷ Python IMAP4_SSL", "lib.auth.ok.imaps", "py.auth.imaps"),
+        ("auth ok submission ÷ new connection (Rust)", "lib.auth.ok.submission", "usual.auth.submission"),
+        ("auth ok submission ÷ Python smtplib", "lib.auth.ok.submission", "py.auth.submission"),
+        ("auth ok Postfix ÷ new connection (Rust)", "lib.auth.ok.smtp", "usual.auth.smtp"),
+        ("auth ok IMAP, pool.min-idle ÷ without", "lib.auth.ok.imap.minidle", "lib.auth.ok.imap"),
+        ("auth, light load: pool.min-idle = 1 ÷ without", "lib.auth.sparse.imap.minidle", "lib.auth.sparse.imap"),
+        ("auth, light load: library ÷ new connection (Rust)", "lib.auth.sparse.imap", "usual.auth.sparse.imap"),
+        ("auth cached ÷ auth ok IMAP", "lib.auth.cached", "lib.auth.ok.imap"),
+        ("auth wrong IMAP ÷ new connection (Rust)", "lib.auth.wrong.imap", "usual.auth.wrong.imap"),
+        ("5 ms peer: library ÷ floor", "peer5.lib.rcpt", "peer5.floor"),
+        ("interleaved: warm LMTP ÷ floor LMTP (TLS)", "pair.lmtp.lib", "pair.lmtp.floor"),
+        ("interleaved: warm Postfix ÷ floor Postfix (TLS)", "pair.smtp.lib", "pair.smtp.floor"),
+        ("instant peer (interleaved): library ÷ floor", "pair.peer0.lib", "pair.peer0.floor"),
     ];
     for (label, a, b) in pairs {
         let cell = |t: usize| match (get(r, a, t), get(r, b, t)) {
@@ -1258,19 +894,10 @@ fn render(specs: &[Spec], r: &Results, mem: Option<&[i64]>, secs: f64, took: Dur
             (Some(x), Some(y)) if y.p50 > 0 => format!("{:.2}", x.p50 as f64 / y.p50 as f64),
             _ => "–".into(),
         };
-        if [1, 4, 16]
-            .iter()
-            .all(|&t| get(r, a, t).is_none() || get(r, b, t).is_none())
-        {
+        if [1, 4, 16].iter().all(|&t| get(r, a, t).is_none() || get(r, b, t).is_none()) {
             continue;
         }
-        let _ = writeln!(
-            md,
-            "| {label} | {} | {med} | {} | {} |",
-            cell(1),
-            cell(4),
-            cell(16)
-        );
+        let _ = writeln!(md, "| {label} | {} | {med} | {} | {} |", cell(1), cell(4), cell(16));
     }
 
     // Targets of issue 5, item 4.
@@ -1285,26 +912,10 @@ fn render(specs: &[Spec], r: &Results, mem: Option<&[i64]>, secs: f64, took: Dur
     let _ = writeln!(md, "|---|---|---|");
     let yes = |b: bool| if b { "**yes**" } else { "**no**" };
     for (server, warm, floor) in [
-        (
-            "Dovecot LMTP (interleaved runs)",
-            "pair.lmtp.lib",
-            "pair.lmtp.floor",
-        ),
-        (
-            "Postfix (interleaved runs)",
-            "pair.smtp.lib",
-            "pair.smtp.floor",
-        ),
-        (
-            "Dovecot LMTP (separate runs, for information)",
-            "lib.rcpt.warm.lmtp",
-            "floor.lmtp.tls",
-        ),
-        (
-            "Postfix (separate runs, for information)",
-            "lib.rcpt.warm.smtp",
-            "floor.smtp.tls",
-        ),
+        ("Dovecot LMTP (interleaved runs)", "pair.lmtp.lib", "pair.lmtp.floor"),
+        ("Postfix (interleaved runs)", "pair.smtp.lib", "pair.smtp.floor"),
+        ("Dovecot LMTP (separate runs, for information)", "lib.rcpt.warm.lmtp", "floor.lmtp.tls"),
+        ("Postfix (separate runs, for information)", "lib.rcpt.warm.smtp", "floor.smtp.tls"),
     ] {
         for t in [1, 4, 16] {
             if let (Some(w), Some(f)) = (get(r, warm, t), get(r, floor, t)) {

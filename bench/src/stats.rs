@@ -184,10 +184,7 @@ where
             .collect();
         *start_cell.lock().unwrap() = Some(Instant::now());
         barrier.wait();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("bench thread panicked"))
-            .collect()
+        handles.into_iter().map(|h| h.join().expect("bench thread panicked")).collect()
     });
     let start = start_cell.into_inner().unwrap().unwrap();
     let mut hist = Histogram::new();
@@ -237,11 +234,7 @@ pub fn result_line_named(o: &Outcome, name: &str) -> String {
     };
     format!(
         "RESULT{}{} {:.6} {} {} {} {} {} {}",
-        if name.is_empty() {
-            " ".to_string()
-        } else {
-            format!(":{name} ")
-        },
+        if name.is_empty() { " ".to_string() } else { format!(":{name} ") },
         o.calls,
         o.wall.as_secs_f64(),
         o.p50_ns,
@@ -260,18 +253,7 @@ mod tests {
     #[test]
     fn buckets_are_monotonic_and_close() {
         let mut last = 0;
-        for v in [
-            0u64,
-            1,
-            127,
-            128,
-            129,
-            1000,
-            12345,
-            1 << 20,
-            999_999_999,
-            5_000_000_000,
-        ] {
+        for v in [0u64, 1, 127, 128, 129, 1000, 12345, 1 << 20, 999_999_999, 5_000_000_000] {
             let b = bucket(v);
             assert!(b >= last);
             last = b;
