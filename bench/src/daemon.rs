@@ -85,15 +85,21 @@ impl Drop for Daemon {
 
 /// The CPU time another process has used so far (user and system, every thread), from
 /// /proc/PID/stat; clock-tick resolution (10 ms), so measure long stretches.
-pub fn process_cpu(pid: u32) -> Duration {
+fn process_cpu(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let after = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let after = after_name(&stat);
     let field = |n: usize| -> u64 { after.split(' ').nth(n).unwrap().parse().unwrap() };
     // utime and stime are fields 14 and 15 of the line; `after` starts at field 3.
     // SAFETY: sysconf reads a constant of the running system.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     Duration::from_nanos((field(11) + field(12)) * 1_000_000_000 / hz)
+}
+
+/// A /proc/PID/stat line from field 3 (the state) on: past the command name, which is in
+/// parentheses and may hold spaces.
+fn after_name(stat: &str) -> &str {
+    stat.rfind(')')
+        .map_or("", |i| stat.get(i + 2..).unwrap_or(""))
 }
 
 /// How long each cell of the many-threads table runs.
@@ -145,20 +151,19 @@ fn time_calls(n: usize, warm: usize, mut call: impl FnMut()) -> (Vec<Duration>, 
 }
 
 /// Established TCP connections with 127.0.0.1:`port` now, as ss(8) lists them from the
-/// kernel's socket table: (the clients' ends, the server's ends). A connection a client has
-/// closed leaves ESTABLISHED on its side at once, on the server's side only when the server
-/// has read the FIN.
-fn connections_to(port: u16) -> (usize, usize) {
-    let count = |filter: String| {
-        Command::new("ss")
-            .args(["-Htn", "state", "established", &filter])
-            .output()
-            .map_or(0, |o| o.stdout.iter().filter(|&&b| b == b'\n').count())
-    };
-    (
-        count(format!("( dport = :{port} )")),
-        count(format!("( sport = :{port} )")),
-    )
+/// kernel's socket table, counted at one `end`: `"dport"` the clients' ends, `"sport"` the
+/// server's. A connection a client has closed leaves ESTABLISHED on its side at once, on
+/// the server's side only when the FIN has arrived.
+fn established(end: &str, port: u16) -> usize {
+    Command::new("ss")
+        .args([
+            "-Htn",
+            "state",
+            "established",
+            &format!("( {end} = :{port} )"),
+        ])
+        .output()
+        .map_or(0, |o| o.stdout.iter().filter(|&&b| b == b'\n').count())
 }
 
 /// The daemon's established TCP connections to `port`, exactly: the daemon is stopped
@@ -166,10 +171,7 @@ fn connections_to(port: u16) -> (usize, usize) {
 /// read, then continued. ss(8) reads the kernel's table as a dump that runs while sockets
 /// close and open, so it can count a closed connection and its replacement both.
 fn daemon_connections_to(pid: u32, port: u16) -> usize {
-    let stopped = |state: &str| {
-        let after = &state[state.rfind(')').map_or(0, |i| i + 2)..];
-        after.starts_with('T') || after.starts_with('t')
-    };
+    let stopped = |stat: &str| after_name(stat).starts_with(['T', 't']);
     let threads = |pid: u32| -> Vec<String> {
         std::fs::read_dir(format!("/proc/{pid}/task"))
             .map(|d| {
@@ -273,13 +275,13 @@ fn concurrent_logins(
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                let (clients, server) = connections_to(imap_port);
                 let clients = match daemon_pid {
-                    None => clients,
+                    None => established("dport", imap_port),
                     // Stopping the daemon costs it time: every 25 ms only.
                     Some(pid) if round % 5 == 0 => daemon_connections_to(pid, imap_port),
                     Some(_) => 0,
                 };
+                let server = established("sport", imap_port);
                 peak.0.fetch_max(clients, Ordering::SeqCst);
                 peak.1.fetch_max(server, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(5));
